@@ -1,0 +1,1 @@
+"""Benchmarks: dense against EUGen, measured side by side in one run."""

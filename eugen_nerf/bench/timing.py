@@ -1,0 +1,76 @@
+"""Timing and memory measurement shared by the benchmarks (noisy machines: interleave and take medians)."""
+
+from __future__ import annotations
+
+import gc
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, float]:
+    """Median milliseconds of each function, run in turn (a, b, c, a, b, c, ...) so drift hits all alike."""
+    device = device or torch.device("cpu")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _proc_status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device | None = None) -> float | None:
+    """Extra memory at the peak of one call: CUDA allocator peak, or on Linux the resident-set
+    high-water mark (reset through /proc/self/clear_refs) above the resident set before the call.
+    None where neither can be read."""
+    device = device or torch.device("cpu")
+    gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        before = _proc_status_kb("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        fn()
+        return max(_proc_status_kb("VmHWM") - before, 0) / 1024
+    except (OSError, KeyError):
+        return None
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def today() -> str:
+    return date.today().isoformat()

@@ -1,0 +1,216 @@
+"""A drop-in for nerfstudio's torch `MLP` in which each layer is dense or EUGen.
+
+Same signature and state-dict layout as `nerfstudio.field_components.mlp.MLP` (layers.{i}.weight,
+skip layers concatenate [input, hidden]); all-dense it computes exactly what nerfstudio's does. Pure
+torch: nerfstudio is not imported here.
+
+An EUGen layer stands for a dense layer *and* its activation (Phi and the polynomial order supply the
+non-linearity), so no hidden activation is applied after it. `out_activation` is applied to the MLP's
+output whatever the last layer is.
+
+Bundled inference (EUGEN-MATH section 4): after an EUGen layer the hidden vector is kept factored as
+(f, A, c); the next layer folds A into its own weights and never forms the 256-wide vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, check_choice, check_positive_int
+from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces
+
+LayerKind = Literal["dense", "eugen"]
+BundleMode = Literal["auto", "always", "never"]
+
+
+@dataclass
+class EUGenConfig:
+    """Settings of the EUGen layers of a network (flags of every method)."""
+
+    order: int = 2
+    """k: highest order of the polynomial random features."""
+    num_features: int = 16
+    """m: random features per order."""
+    feature_map: str = "identity"
+    """Phi: identity, relu, trig or exp."""
+    sampler: str = "orthogonal"
+    """Distribution of the random projections: gaussian, orthogonal or rademacher."""
+    norm_feature: bool = True
+    """Append ||x|| to each layer's input (the EUGen x+)."""
+    constant_feature: bool = False
+    """Append a constant 1 to each layer's input."""
+    trainable_projection: bool = False
+    """Train the random projections G too."""
+    seed: int | None = None
+    """Seed of the first layer's projections (layer i uses seed + i); None draws from torch's RNG."""
+
+    def validate(self) -> None:
+        check_positive_int("order", self.order)
+        check_positive_int("num_features", self.num_features)
+        check_choice("feature_map", self.feature_map, FEATURE_MAPS)
+        check_choice("sampler", self.sampler, SAMPLERS)
+
+    def make_layer(self, in_features: int, out_features: int, index: int = 0) -> EUGenLinear:
+        return EUGenLinear(
+            in_features,
+            out_features,
+            self.num_features,
+            self.order,
+            feature_map=self.feature_map,
+            sampler=self.sampler,
+            norm_feature=self.norm_feature,
+            constant_feature=self.constant_feature,
+            trainable_projection=self.trainable_projection,
+            seed=None if self.seed is None else self.seed + index,
+        )
+
+
+def resolve_layer_kinds(layer_kinds: str | Sequence[str], num_layers: int) -> list[str]:
+    """'dense' / 'eugen' for every layer, or one entry per layer."""
+    kinds = [layer_kinds] * num_layers if isinstance(layer_kinds, str) else list(layer_kinds)
+    if len(kinds) != num_layers:
+        raise ValueError(f"layer_kinds has {len(kinds)} entries, expected num_layers={num_layers}")
+    for kind in kinds:
+        check_choice("layer_kinds", kind, ("dense", "eugen"))
+    return kinds
+
+
+def dense_on_pieces(layer: nn.Linear, pieces: list[Piece]) -> Tensor:
+    """A dense layer on concat(pieces), folding factored pieces into its weight."""
+    return linear_on_pieces(layer.weight, layer.bias, pieces)
+
+
+class EUGenMLP(nn.Module):
+    """nerfstudio's `MLP(in_dim, num_layers, layer_width, out_dim, skip_connections, activation,
+    out_activation)` with `layer_kinds` choosing dense or EUGen per layer.
+
+    `bundle`: "auto" takes the bundled path whenever it is faster (it is, for training as well as
+    inference: see README, "Bundled training"); "never" forces the layer-by-layer path.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        num_layers: int,
+        layer_width: int,
+        out_dim: int | None = None,
+        skip_connections: tuple[int, ...] | None = None,
+        activation: nn.Module | None = nn.ReLU(),  # noqa: B008 - same default object as nerfstudio's
+        out_activation: nn.Module | None = None,
+        implementation: Literal["torch"] = "torch",
+        *,
+        layer_kinds: str | Sequence[str] = "dense",
+        eugen: EUGenConfig | None = None,
+        bundle: BundleMode = "auto",
+    ) -> None:
+        super().__init__()
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.layer_width = check_positive_int("layer_width", layer_width)
+        self.out_dim = check_positive_int("out_dim", out_dim) if out_dim is not None else layer_width
+        if implementation != "torch":
+            raise ValueError("implementation must be 'torch' (EUGen layers need the torch path)")
+        self.skip_connections = skip_connections
+        self._skip_connections: set[int] = set(skip_connections) if skip_connections else set()
+        if 0 in self._skip_connections:
+            raise ValueError("skip_connections cannot contain 0 (the first layer already sees the input)")
+        if any(not 0 < s < num_layers for s in self._skip_connections):
+            raise ValueError(f"skip_connections must lie in 1..{num_layers - 1}, got {skip_connections}")
+        self.activation = activation
+        self.out_activation = out_activation
+        self.layer_kinds = resolve_layer_kinds(layer_kinds, num_layers)
+        self.eugen = eugen if eugen is not None else EUGenConfig()
+        self.eugen.validate()
+        self.bundle = check_choice("bundle", bundle, ("auto", "always", "never"))
+        self.layers = nn.ModuleList(
+            self._make_layer(i, fan_in, fan_out) for i, (fan_in, fan_out) in enumerate(self._layer_sizes())
+        )
+
+    def _layer_sizes(self) -> list[tuple[int, int]]:
+        """(in, out) of every layer, as nerfstudio's `build_nn_modules` makes them."""
+        if self.num_layers == 1:
+            return [(self.in_dim, self.out_dim)]
+        sizes = [(self.in_dim, self.layer_width)]
+        for i in range(1, self.num_layers - 1):
+            extra = self.in_dim if i in self._skip_connections else 0
+            sizes.append((self.layer_width + extra, self.layer_width))
+        extra = self.in_dim if (self.num_layers - 1) in self._skip_connections else 0
+        sizes.append((self.layer_width + extra, self.out_dim))
+        return sizes
+
+    def _make_layer(self, index: int, fan_in: int, fan_out: int) -> nn.Module:
+        if self.layer_kinds[index] == "dense":
+            return nn.Linear(fan_in, fan_out)
+        return self.eugen.make_layer(fan_in, fan_out, index)
+
+    def get_out_dim(self) -> int:
+        return self.out_dim
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    @property
+    def macs_per_input(self) -> int:
+        """Multiply-adds per input point, layer by layer (unbundled)."""
+        return sum(
+            layer.macs_per_input if isinstance(layer, EUGenLinear) else layer.in_features * layer.out_features
+            for layer in self.layers
+        )
+
+    def uses_bundling(self) -> bool:
+        if self.bundle == "never" or "eugen" not in self.layer_kinds:
+            return False
+        return True  # "auto" and "always": measured faster for inference and training alike
+
+    # --------------------------------------------------------------------------------- forward
+    def forward(self, in_tensor: Tensor) -> Tensor:
+        return self.forward_pieces(in_tensor, factored_output=False)
+
+    def forward_pieces(self, in_tensor: Tensor, factored_output: bool = True) -> Tensor | Factored:
+        """Forward pass; with `factored_output` the last EUGen layer's output stays factored, so that
+        linear heads can fold it (only when there is no out_activation)."""
+        if in_tensor.shape[-1] != self.in_dim:
+            raise ValueError(f"EUGenMLP: input has last dimension {in_tensor.shape[-1]}, expected in_dim={self.in_dim}")
+        leading = in_tensor.shape[:-1]
+        inputs = in_tensor.reshape(-1, self.in_dim)
+        if self.uses_bundling():
+            out = self._forward_bundled(inputs)
+        else:
+            out = self._forward_layerwise(inputs)
+        if isinstance(out, Factored) and (not factored_output or self.out_activation is not None):
+            out = out.dense()
+        if isinstance(out, Factored):
+            return out
+        if self.out_activation is not None:
+            out = self.out_activation(out)
+        return out.reshape(*leading, self.out_dim)
+
+    def _forward_layerwise(self, inputs: Tensor) -> Tensor:
+        x = inputs
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i in self._skip_connections:
+                x = torch.cat([inputs, x], -1)
+            x = layer(x)
+            if isinstance(layer, nn.Linear) and self.activation is not None and i < last:
+                x = self.activation(x)
+        return x
+
+    def _forward_bundled(self, inputs: Tensor) -> Tensor | Factored:
+        hidden: Piece = inputs
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            pieces = [inputs, hidden] if i in self._skip_connections else [hidden]
+            if isinstance(layer, EUGenLinear):
+                hidden = layer.forward_factored(pieces)
+            else:
+                hidden = dense_on_pieces(layer, pieces)
+                if self.activation is not None and i < last:
+                    hidden = self.activation(hidden)
+        return hidden

@@ -1,0 +1,207 @@
+"""EUGenLinear / EUGenMLP as modules: distillation, bundling, checkpoints, nerfstudio parity, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from eugen_nerf import EUGenConfig, EUGenLinear, EUGenMLP, distill_linear
+
+
+def _encoding_like(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """Inputs in [-1, 1], like a positional encoding."""
+    return torch.rand(n, d, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+# ------------------------------------------------------------------------------------ distillation
+def test_distill_equals_direct_least_squares_on_relu_layer():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(256, 256), nn.ReLU())
+    student = EUGenLinear(256, 256, num_features=32, order=2, seed=1)
+    inputs = _encoding_like(4096, 256)
+    batches = list(inputs.split(512))
+    report = distill_linear(student, batches, teacher, ridge=0.0)
+
+    with torch.no_grad():
+        design = torch.cat([torch.ones(4096, 1), student.features(inputs)], dim=1).double()
+        targets = teacher(inputs).double()
+    direct = torch.linalg.lstsq(design, targets).solution
+    fitted = torch.cat([student.bias[None], student.weight.t()]).double()
+    assert torch.allclose(fitted, direct, rtol=1e-3, atol=1e-4)
+    residual = (design @ direct - targets).norm() / targets.norm()
+    assert report.relative_error == pytest.approx(float(residual), rel=1e-3)
+    assert report.num_inputs == 4096
+    print(f"ReLU 256->256, k=2 m=32: relative error {report.relative_error:.4f} in {report.seconds:.2f}s")
+    assert 0 < report.relative_error < 1
+
+
+def test_distill_with_ridge_matches_ridge_formula_and_refinement_helps():
+    torch.manual_seed(1)
+    teacher = nn.Sequential(nn.Linear(16, 8), nn.Softplus())
+    student = EUGenLinear(16, 8, num_features=8, order=2, seed=2)
+    inputs = _encoding_like(1024, 16, seed=3)
+    report = distill_linear(student, lambda: inputs.split(256), teacher, ridge=1e-2, refine_steps=30, refine_lr=3e-3)
+    assert report.refined_relative_error is not None
+    assert report.refined_relative_error < report.relative_error
+
+
+def test_distill_accepts_pairs_and_reports_bad_batches():
+    student = EUGenLinear(4, 2, 4, 1, seed=0)
+    x = torch.randn(64, 4)
+    distill_linear(student, [(x, x[:, :2])])
+    with pytest.raises(ValueError, match="teacher"):
+        distill_linear(student, [x])
+    with pytest.raises(ValueError, match="NaN"):
+        distill_linear(student, [(x * float("nan"), x[:, :2])])
+    with pytest.raises(ValueError, match="empty"):
+        distill_linear(student, [])
+    with pytest.raises(ValueError, match="ridge"):
+        distill_linear(student, [(x, x[:, :2])], ridge=-1.0)
+
+
+# ------------------------------------------------------------------------------------- bundling
+@pytest.mark.parametrize(
+    "kinds",
+    ["eugen", ["dense", "eugen", "eugen", "eugen", "eugen", "dense", "eugen", "eugen"]],
+    ids=["all-eugen", "mixed"],
+)
+@pytest.mark.parametrize("feature_map", ["identity", "relu", "trig"])
+def test_bundled_equals_unbundled(kinds, feature_map):
+    torch.manual_seed(0)
+    mlp = EUGenMLP(
+        63,
+        8,
+        256,
+        128,
+        skip_connections=(4,),
+        layer_kinds=kinds,
+        eugen=EUGenConfig(order=2, num_features=16, feature_map=feature_map, constant_feature=True),
+    )
+    x = _encoding_like(2048, 63)
+    with torch.no_grad():
+        mlp.bundle = "never"
+        reference = mlp(x)
+        mlp.bundle = "always"
+        bundled = mlp(x)
+    assert ((bundled - reference).norm() / reference.norm()) < 1e-4
+    # the bundled path is differentiable and gives the same gradients
+    grads = []
+    for mode in ("never", "always"):
+        mlp.zero_grad()
+        mlp.bundle = mode
+        mlp(x).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in mlp.parameters()]))
+    assert ((grads[0] - grads[1]).norm() / grads[0].norm()) < 1e-4
+
+
+def test_factored_output_folds_linear_heads():
+    torch.manual_seed(0)
+    mlp = EUGenMLP(27, 4, 64, skip_connections=(2,), layer_kinds="eugen")
+    head = nn.Linear(64, 3)
+    x = _encoding_like(100, 27)
+    factored = mlp.forward_pieces(x)
+    folded = factored.linear(head.weight, head.bias).dense()
+    assert torch.allclose(folded, head(mlp(x)), atol=1e-5)
+    assert torch.allclose(factored.norm(), mlp(x).norm(dim=1), rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("store_projection", [True, False])
+def test_save_load_round_trip_is_exact(store_projection):
+    layer = EUGenLinear(10, 6, 8, 3, feature_map="relu", store_projection=store_projection, seed=11)
+    buffer = io.BytesIO()
+    torch.save(layer.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert ("projection" in state) == store_projection
+    clone = EUGenLinear(10, 6, 8, 3, feature_map="relu", store_projection=store_projection, seed=999)
+    clone.load_state_dict(state)
+    x = torch.randn(20, 10)
+    assert torch.equal(clone(x), layer(x))
+    assert torch.equal(clone.projection, layer.projection)
+
+
+def test_mlp_state_dict_round_trip_with_trainable_projection():
+    cfg = EUGenConfig(trainable_projection=True, seed=5)
+    mlp = EUGenMLP(8, 3, 32, 4, layer_kinds=["eugen", "dense", "eugen"], eugen=cfg)
+    buffer = io.BytesIO()
+    torch.save(mlp.state_dict(), buffer)
+    buffer.seek(0)
+    clone = EUGenMLP(8, 3, 32, 4, layer_kinds=["eugen", "dense", "eugen"], eugen=EUGenConfig(trainable_projection=True))
+    clone.load_state_dict(torch.load(buffer, weights_only=True))
+    x = torch.randn(5, 8)
+    assert torch.equal(clone(x), mlp(x))
+
+
+def test_seeded_layers_are_reproducible():
+    a = EUGenLinear(5, 3, 4, 2, seed=42)
+    b = EUGenLinear(5, 3, 4, 2, seed=42)
+    assert torch.equal(a.projection, b.projection)
+    torch.manual_seed(0)
+    c = EUGenLinear(5, 3, 4, 2)
+    torch.manual_seed(0)
+    d = EUGenLinear(5, 3, 4, 2)
+    assert torch.equal(c.projection, d.projection) and torch.equal(c.weight, d.weight)
+
+
+# ---------------------------------------------------------------------------- nerfstudio parity
+def test_all_dense_matches_nerfstudio_mlp():
+    from nerfstudio.field_components.mlp import MLP
+
+    torch.manual_seed(0)
+    reference = MLP(63, 8, 256, 17, skip_connections=(4,), activation=nn.ReLU(), out_activation=nn.Sigmoid())
+    ours = EUGenMLP(63, 8, 256, 17, skip_connections=(4,), activation=nn.ReLU(), out_activation=nn.Sigmoid())
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 50, 63)
+    assert torch.equal(ours(x), reference(x))
+    assert ours.get_out_dim() == reference.get_out_dim()
+    assert ours.num_parameters == sum(p.numel() for p in reference.parameters())
+
+
+def test_parameter_and_cost_accounting():
+    layer = EUGenLinear(256, 256, 16, 2)
+    assert layer.num_parameters == 256 * (2 * 16) + 256  # l * D, D = 1 + k m
+    assert layer.macs_per_input == 3 * 16 * 257 + 16 + 256 * 32
+    trainable = EUGenLinear(256, 256, 16, 2, trainable_projection=True)
+    assert trainable.num_parameters == layer.num_parameters + 3 * 16 * 257
+    assert EUGenLinear(4, 4, 5, 1, feature_map="trig").feature_dim == 10
+
+
+# --------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"in_features": 0}, "in_features"),
+        ({"out_features": -3}, "out_features"),
+        ({"num_features": 0}, "num_features"),
+        ({"order": 0}, "order"),
+        ({"feature_map": "gelu"}, "feature_map"),
+        ({"sampler": "uniform"}, "sampler"),
+        ({"projection_scale": float("nan")}, "projection_scale"),
+    ],
+)
+def test_bad_arguments_name_themselves(kwargs, name):
+    args = {"in_features": 4, "out_features": 4, "num_features": 4, "order": 2} | kwargs
+    with pytest.raises(ValueError, match=name):
+        EUGenLinear(**args)
+
+
+def test_bad_inputs_are_rejected():
+    layer = EUGenLinear(4, 3, 4, 2)
+    with pytest.raises(ValueError, match="in_features=4"):
+        layer(torch.randn(2, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        layer(torch.tensor([[1.0, float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="poly_coeffs"):
+        EUGenLinear.from_dense(nn.Linear(4, 3), [0.0, float("nan")], 4)
+    with pytest.raises(ValueError, match="layer_kinds"):
+        EUGenMLP(4, 3, 8, layer_kinds=["dense", "eugen"])
+    with pytest.raises(ValueError, match="layer_kinds"):
+        EUGenMLP(4, 3, 8, layer_kinds="sparse")
+    with pytest.raises(ValueError, match="in_dim=4"):
+        EUGenMLP(4, 3, 8)(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="skip_connections"):
+        EUGenMLP(4, 3, 8, skip_connections=(0,))
