@@ -12,9 +12,11 @@ import tyro  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from eugen_nerf.bench.layers import BenchLayers  # noqa: E402
+from eugen_nerf.scenes.kinds import SCENE_KINDS  # noqa: E402
 
 COMMANDS: dict[str, dict[str, type]] = {
     "bench": {"layers": BenchLayers},
+    "scene": SCENE_KINDS,
 }
 
 CONSOLE = Console()
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     group, rest = argv[0], argv[1:]
     if group not in COMMANDS:
-        CONSOLE.print(f"[red]error:[/red] unknown command {group!r}; one of: {', '.join(COMMANDS)}")
+        CONSOLE.print(f"[red]error:[/red] unknown command {group!r}; one of: {', '.join(COMMANDS)}", soft_wrap=True)
         return 2
     names = COMMANDS[group]
     if not rest or rest[0] in ("-h", "--help") or rest[0] not in names:
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command.run()
     except ValueError as error:  # bad input: one line, no traceback
-        CONSOLE.print(f"[red]error:[/red] {error}")
+        CONSOLE.print(f"[red]error:[/red] {error}", soft_wrap=True)
         return 2
     return 0
 
