@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import imageio.v3 as iio
 import numpy as np
@@ -184,6 +185,7 @@ def _progress(console: Console | None) -> Progress:
 class BlenderScene(SceneOptions):
     """Object-centric static scene in the Blender format (blender-data), with depth and GT mesh."""
 
+    timed: ClassVar[bool] = False  # D-NeRF: every frame has its own time and geometry
     output: Path = Path("outputs/scene-blender")
     train_views: int = 40
     val_views: int = 5
@@ -192,38 +194,21 @@ class BlenderScene(SceneOptions):
     """Horizontal field of view in radians (the Blender scenes' value)."""
 
     def run(self, console: Console | None = None) -> Path:
-        self.validate({"train_views": self.train_views, "val_views": self.val_views, "test_views": self.test_views})
-        return write_blender_like(
-            self,
-            {"train": self.train_views, "val": self.val_views, "test": self.test_views},
-            timed=False,
-            console=console,
-        )
+        splits = {"train": self.train_views, "val": self.val_views, "test": self.test_views}
+        self.validate({f"{split}_views": count for split, count in splits.items()})
+        return write_blender_like(self, splits, timed=self.timed, console=console)
 
 
 @dataclass
-class DNeRFScene(SceneOptions):
+class DNeRFScene(BlenderScene):
     """Dynamic scene (moving and deforming parts) in the D-NeRF format (dnerf-data), depth per frame."""
 
+    timed: ClassVar[bool] = True
     output: Path = Path("outputs/scene-dnerf")
     train_views: int = 50
-    val_views: int = 5
-    test_views: int = 10
-    camera_angle_x: float = 0.69
-
-    def run(self, console: Console | None = None) -> Path:
-        self.validate({"train_views": self.train_views, "val_views": self.val_views, "test_views": self.test_views})
-        return write_blender_like(
-            self,
-            {"train": self.train_views, "val": self.val_views, "test": self.test_views},
-            timed=True,
-            console=console,
-        )
 
 
-def write_blender_like(
-    opts: BlenderScene | DNeRFScene, splits: dict[str, int], timed: bool, console: Console | None
-) -> Path:
+def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, console: Console | None) -> Path:
     """Blender / D-NeRF layout: transforms_{split}.json, {split}/r_i.png (RGBA), {split}/r_i_depth.png
     (16-bit, millimetres of z-depth), gt/mesh.ply (static) or gt/mesh_test_i.ply (each test frame's time)."""
     rng = opts.rng()
