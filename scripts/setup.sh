@@ -22,7 +22,7 @@ fi
 
 # Re-install only when the package metadata changed since the last successful install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "[setup] installing eugen-nerf and its dependencies (first time: several minutes, ~8 GB)"
+    echo "[setup] installing eugen-nerf and its dependencies (from scratch: several minutes, ~8 GB)"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e ".[test]"
     touch "$stamp"
