@@ -31,6 +31,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _error(message: str) -> int:
+    """Bad input: one line (no wrapping, no traceback) and exit status 2."""
+    CONSOLE.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -38,22 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     group, rest = argv[0], argv[1:]
     if group not in COMMANDS:
-        CONSOLE.print(f"[red]error:[/red] unknown command {group!r}; one of: {', '.join(COMMANDS)}", soft_wrap=True)
-        return 2
+        return _error(f"unknown command {group!r}; one of: {', '.join(COMMANDS)}")
     names = COMMANDS[group]
-    if not rest or rest[0] in ("-h", "--help") or rest[0] not in names:
-        if rest and rest[0] not in ("-h", "--help"):
-            CONSOLE.print(f"[red]error:[/red] unknown {group} command {rest[0]!r}; one of: {', '.join(names)}")
-        else:
-            print(_usage())
-        return 2 if rest and rest[0] not in ("-h", "--help") else 0
-    cls = names[rest[0]]
-    command = tyro.cli(cls, args=rest[1:], prog=f"eugen {group} {rest[0]}")
+    if not rest or rest[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if rest[0] not in names:
+        return _error(f"unknown {group} command {rest[0]!r}; one of: {', '.join(names)}")
+    command = tyro.cli(names[rest[0]], args=rest[1:], prog=f"eugen {group} {rest[0]}")
     try:
         command.run()
-    except ValueError as error:  # bad input: one line, no traceback
-        CONSOLE.print(f"[red]error:[/red] {error}", soft_wrap=True)
-        return 2
+    except ValueError as error:
+        return _error(str(error))
     return 0
 
 

@@ -194,7 +194,8 @@ def test_bad_scene_flags_give_one_line_errors(args, message, capsys):
 
 def test_unknown_scene_kind(capsys):
     assert main(["scene", "forest"]) == 2
-    assert "unknown scene command" in capsys.readouterr().out
+    out = capsys.readouterr().out.strip()
+    assert "unknown scene command" in out and out.count("\n") == 0
 
 
 @pytest.mark.slow

@@ -131,9 +131,10 @@ class SceneOptions:
     specular: float = 0.0
     """Strength of a view-dependent highlight (0 = view-independent shading)."""
 
-    def validate(self, counts: dict[str, int]) -> None:
-        for name, value in {"width": self.width, "height": self.height, **counts}.items():
-            if value <= 0:
+    def validate(self, positive: dict[str, float]) -> None:
+        """Check width, height and the kind's own `positive` flags (counts and finite sizes)."""
+        for name, value in {"width": self.width, "height": self.height, **positive}.items():
+            if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if not (math.isfinite(self.specular) and self.specular >= 0):
             raise ValueError(f"--specular must be >= 0, got {self.specular}")
@@ -161,9 +162,25 @@ def _orbit_pose(
     return look_at(eye, np.asarray(target, dtype=np.float64))
 
 
-def _save_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, image)
+def _write_view(
+    scene: Scene,
+    intr: Intrinsics,
+    pose: np.ndarray,
+    specular: float,
+    image_path: Path,
+    depth_path: Path,
+    depth_scale: float = DEPTH_SCALE,
+    alpha: bool = False,
+) -> None:
+    """Render one view; write its image (RGBA where `alpha`; JPEG by suffix) and its 16-bit depth PNG."""
+    rgb, hit, depth = render_view(scene, intr, pose, specular)
+    image = to_uint8(rgb)
+    if alpha:
+        image = np.concatenate([image, (hit * 255).astype(np.uint8)[..., None]], axis=-1)
+    for path in (image_path, depth_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(image_path, image, **({"quality": 95} if image_path.suffix == ".jpg" else {}))
+    iio.imwrite(depth_path, depth_to_uint16(depth, depth_scale))
 
 
 def _save_mesh(path: Path, mesh: o3d.geometry.TriangleMesh) -> None:
@@ -226,10 +243,15 @@ def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, 
                 time = (index + (0.0 if split == "train" else 0.5)) / max(count - (1 if split == "train" else 0), 1)
                 time = float(min(time, 1.0))
                 scene = static_scene or Scene(object_parts(time))
-                rgb, alpha, depth = render_view(scene, intr, pose, opts.specular)
-                rgba = np.concatenate([to_uint8(rgb), (alpha * 255).astype(np.uint8)[..., None]], axis=-1)
-                _save_png(out / split / f"r_{index}.png", rgba)
-                _save_png(out / split / f"r_{index}_depth.png", depth_to_uint16(depth, DEPTH_SCALE))
+                _write_view(
+                    scene,
+                    intr,
+                    pose,
+                    opts.specular,
+                    out / split / f"r_{index}.png",
+                    out / split / f"r_{index}_depth.png",
+                    alpha=True,
+                )
                 frame = {
                     "file_path": f"./{split}/r_{index}",
                     "rotation": 0.0,
@@ -273,11 +295,8 @@ class UnboundedScene(SceneOptions):
                 radius, height = rng.uniform(2.5, 4.0), rng.uniform(0.4, 1.6)
                 eye = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), height])
                 pose = look_at(eye, np.array([0.0, 0.0, 0.4]) + rng.uniform(-0.15, 0.15, 3))
-                rgb, _, depth = render_view(scene, intr, pose, self.specular)
-                name = f"images/frame_{index:05d}.png"
-                _save_png(out / name, to_uint8(rgb))
-                depth_name = f"depth/frame_{index:05d}.png"
-                _save_png(out / depth_name, depth_to_uint16(depth, DEPTH_SCALE))
+                name, depth_name = f"images/frame_{index:05d}.png", f"depth/frame_{index:05d}.png"
+                _write_view(scene, intr, pose, self.specular, out / name, out / depth_name)
                 frames.append(
                     {"file_path": name, "depth_file_path": depth_name, "transform_matrix": np.round(pose, 8).tolist()}
                 )
@@ -324,11 +343,14 @@ class RGBDScene(SceneOptions):
     """Spacing of the ground-truth SDF grid in metres."""
 
     def run(self, console: Console | None = None) -> Path:
-        self.validate({"frames": self.frames})
-        for name in ("focal", "depth_scale", "sdf_spacing"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        self.validate(
+            {
+                "frames": self.frames,
+                "focal": self.focal,
+                "depth_scale": self.depth_scale,
+                "sdf_spacing": self.sdf_spacing,
+            }
+        )
         out = self.output
         rng = self.rng()
         # The renderer puts pixel centres at i + 0.5; iSDF/ReplicaCAD at integer i (cx = 599.5 for 1200 px).
@@ -345,9 +367,15 @@ class RGBDScene(SceneOptions):
                 look = s + math.pi * 0.75 + 0.3 * math.sin(2 * s)  # look across the room, sweeping
                 target = np.array([eye[0] + math.cos(look), eye[1] + math.sin(look), 0.9 + 0.2 * math.cos(s)])
                 pose = look_at(eye, target)
-                rgb, _, depth = render_view(scene, intr, pose, self.specular)
-                _save_png(out / "results" / f"depth{index:06d}.png", depth_to_uint16(depth, self.depth_scale))
-                iio.imwrite(out / "results" / f"frame{index:06d}.jpg", to_uint8(rgb), quality=95)
+                _write_view(
+                    scene,
+                    intr,
+                    pose,
+                    self.specular,
+                    out / "results" / f"frame{index:06d}.jpg",
+                    out / "results" / f"depth{index:06d}.png",
+                    self.depth_scale,
+                )
                 poses.append(pose @ GL_TO_CV)
                 progress.advance(task)
             np.savetxt(out / "traj.txt", np.stack([p.reshape(-1) for p in poses]), fmt="%.8f")
