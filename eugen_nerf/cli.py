@@ -1,7 +1,15 @@
-"""The `eugen` command: `eugen GROUP NAME [flags]` (tyro parses each subcommand's dataclass)."""
+"""The `eugen` command.
+
+    eugen GROUP NAME [flags]     bench layers|nerf, scene blender|dnerf|unbounded|rgbd (tyro dataclasses)
+    eugen demo [flags]           the README's main job
+    eugen train PRESET [flags]   ns-train with a preset from configs/
+
+Commands are imported when chosen: the NeRF ones import nerfstudio, which takes seconds.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from eugen_nerf.runtime import enable_huge_page_allocation
@@ -9,32 +17,56 @@ from eugen_nerf.runtime import enable_huge_page_allocation
 enable_huge_page_allocation()  # before any large tensor exists
 
 import tyro  # noqa: E402
-from rich.console import Console  # noqa: E402
 
-from eugen_nerf.bench.layers import BenchLayers  # noqa: E402
-from eugen_nerf.scenes.kinds import SCENE_KINDS  # noqa: E402
+from eugen_nerf.errors import InputError, print_error  # noqa: E402
 
-COMMANDS: dict[str, dict[str, type]] = {
-    "bench": {"layers": BenchLayers},
-    "scene": SCENE_KINDS,
+SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
+    ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
+COMMANDS: dict[str, dict[str, str]] = {
+    "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF"},
+    "scene": SCENES,
 }
+SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo"}
 
-CONSOLE = Console()
+
+def load(target: str) -> type:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def summary(target: str) -> str:
+    return (load(target).__doc__ or "").strip().splitlines()[0]
 
 
 def _usage() -> str:
-    lines = ["usage: eugen GROUP NAME [--help] [flags]", "", "commands:"]
+    lines = ["usage: eugen COMMAND [--help] [flags]", "", "commands:"]
+    for name, target in SINGLE.items():
+        lines.append(f"  eugen {name:<17} {summary(target)}")
+    lines.append(f"  eugen {'train PRESET':<17} ns-train with a preset from configs/ (then any ns-train flags)")
     for group, names in COMMANDS.items():
-        for name, cls in names.items():
-            summary = (cls.__doc__ or "").strip().splitlines()[0]
-            lines.append(f"  eugen {group} {name:<10} {summary}")
+        for name, target in names.items():
+            lines.append(f"  eugen {group + ' ' + name:<17} {summary(target)}")
     return "\n".join(lines)
 
 
-def _error(message: str) -> int:
-    """Bad input: one line (no wrapping, no traceback) and exit status 2."""
-    CONSOLE.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    return 2
+def _dispatch(group: str, rest: list[str]) -> int:
+    if group == "train":  # ns-train flags pass through; nerfstudio's own parser reads them
+        from eugen_nerf.nerf.train import train_main
+
+        return train_main(rest)
+    if group in SINGLE:
+        tyro.cli(load(SINGLE[group]), args=rest, prog=f"eugen {group}").run()
+        return 0
+    if group not in COMMANDS:
+        return print_error(f"unknown command {group!r}; one of: {', '.join([*SINGLE, 'train', *COMMANDS])}")
+    names = COMMANDS[group]
+    if not rest or rest[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if rest[0] not in names:
+        return print_error(f"unknown {group} command {rest[0]!r}; one of: {', '.join(names)}")
+    tyro.cli(load(names[rest[0]]), args=rest[1:], prog=f"eugen {group} {rest[0]}").run()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,22 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
-    group, rest = argv[0], argv[1:]
-    if group not in COMMANDS:
-        return _error(f"unknown command {group!r}; one of: {', '.join(COMMANDS)}")
-    names = COMMANDS[group]
-    if not rest or rest[0] in ("-h", "--help"):
-        print(_usage())
-        return 0
-    if rest[0] not in names:
-        return _error(f"unknown {group} command {rest[0]!r}; one of: {', '.join(names)}")
-    command = tyro.cli(names[rest[0]], args=rest[1:], prog=f"eugen {group} {rest[0]}")
     try:
-        command.run()
-    except ValueError as error:
-        return _error(str(error))
-    return 0
+        return _dispatch(argv[0], argv[1:])
+    except ValueError as error:  # InputError and the validation errors of the layer/scene code
+        return print_error(str(error))
 
+
+__all__ = ["InputError", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,3 +27,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e ".[test]"
     touch "$stamp"
 fi
+
+# ns-render looks for an `ffmpeg` on PATH (even for PNG frames). The imageio-ffmpeg wheel ships a
+# static ffmpeg; link it into .venv/bin, which is on PATH in an activated venv and for scripts/*.sh.
+if [ ! -x .venv/bin/ffmpeg ]; then
+    ln -sf "$(.venv/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" .venv/bin/ffmpeg
+fi

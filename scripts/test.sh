@@ -4,5 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 cd "$root"
+export PATH="$root/.venv/bin:$PATH"  # ns-* commands and the ffmpeg that ns-render needs
 .venv/bin/ruff check eugen_nerf tests
 .venv/bin/python -m pytest "$@"

@@ -52,7 +52,7 @@ def test_bench_layers_writes_json(tmp_path, capsys):
 
 def test_bad_flag_value_is_one_line_error(capsys):
     assert main(["bench", "layers", "--points", "0"]) == 2
-    err = capsys.readouterr().out.strip()
+    err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--points" in err
 
 

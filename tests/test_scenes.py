@@ -183,18 +183,21 @@ def test_same_seed_same_bytes(tmp_path, kind):
         (["scene", "blender", "--train-views", "0"], "--train-views"),
         (["scene", "unbounded", "--width", "-4"], "--width"),
         (["scene", "rgbd", "--frames", "0"], "--frames"),
+        (["scene", "blender", "--camera-angle-x", "0"], "--camera-angle-x"),
+        (["scene", "dnerf", "--camera-angle-x", "-0.5"], "--camera-angle-x"),
+        (["scene", "unbounded", "--fov-x", "3.2"], "--fov-x"),
         (["scene", "rgbd", "--output", "/proc/no-such-dir/x"], "--output"),
     ],
 )
 def test_bad_scene_flags_give_one_line_errors(args, message, capsys):
     assert main(args) == 2
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert out.count("\n") == 0 and message in out
 
 
 def test_unknown_scene_kind(capsys):
     assert main(["scene", "forest"]) == 2
-    out = capsys.readouterr().out.strip()
+    out = capsys.readouterr().err.strip()
     assert "unknown scene command" in out and out.count("\n") == 0
 
 

@@ -22,9 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, check_choice, check_positive_int
-from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces
+from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces, piece_width
 
 LayerKind = Literal["dense", "eugen"]
+FeatureMap = Literal["identity", "relu", "trig", "exp"]  # = FEATURE_MAPS, spelled out for tyro's choices
+Sampler = Literal["orthogonal", "gaussian", "rademacher"]  # = SAMPLERS
 BundleMode = Literal["auto", "always", "never"]
 
 
@@ -36,9 +38,9 @@ class EUGenConfig:
     """k: highest order of the polynomial random features."""
     num_features: int = 16
     """m: random features per order."""
-    feature_map: str = "identity"
+    feature_map: FeatureMap = "identity"
     """Phi: identity, relu, trig or exp."""
-    sampler: str = "orthogonal"
+    sampler: Sampler = "orthogonal"
     """Distribution of the random projections: gaussian, orthogonal or rademacher."""
     norm_feature: bool = True
     """Append ||x|| to each layer's input (the EUGen x+)."""
@@ -172,17 +174,26 @@ class EUGenMLP(nn.Module):
     def forward(self, in_tensor: Tensor) -> Tensor:
         return self.forward_pieces(in_tensor, factored_output=False)
 
-    def forward_pieces(self, in_tensor: Tensor, factored_output: bool = True) -> Tensor | Factored:
+    def forward_pieces(self, in_tensor: Tensor | list[Piece], factored_output: bool = True) -> Tensor | Factored:
         """Forward pass; with `factored_output` the last EUGen layer's output stays factored, so that
-        linear heads can fold it (only when there is no out_activation)."""
-        if in_tensor.shape[-1] != self.in_dim:
-            raise ValueError(f"EUGenMLP: input has last dimension {in_tensor.shape[-1]}, expected in_dim={self.in_dim}")
-        leading = in_tensor.shape[:-1]
-        inputs = in_tensor.reshape(-1, self.in_dim)
-        if self.uses_bundling():
-            out = self._forward_bundled(inputs)
+        linear heads can fold it (only when there is no out_activation).
+
+        `in_tensor` may be a list of (N, w) pieces, some `Factored`, standing for their concatenation
+        (a head fed [encoded direction, factored base output] never forms the concatenated input).
+        """
+        pieces = list(in_tensor) if isinstance(in_tensor, list | tuple) else [in_tensor]
+        width = sum(piece_width(p) for p in pieces)
+        if width != self.in_dim:
+            raise ValueError(f"EUGenMLP: input has last dimension {width}, expected in_dim={self.in_dim}")
+        if len(pieces) == 1 and isinstance(pieces[0], Tensor):
+            leading = pieces[0].shape[:-1]
+            pieces = [pieces[0].reshape(-1, self.in_dim)]
         else:
-            out = self._forward_layerwise(inputs)
+            leading = (pieces[0].features if isinstance(pieces[0], Factored) else pieces[0]).shape[:-1]
+        if self.uses_bundling():
+            out = self._forward_bundled(pieces)
+        else:
+            out = self._forward_layerwise(pieces)
         if isinstance(out, Factored) and (not factored_output or self.out_activation is not None):
             out = out.dense()
         if isinstance(out, Factored):
@@ -191,7 +202,8 @@ class EUGenMLP(nn.Module):
             out = self.out_activation(out)
         return out.reshape(*leading, self.out_dim)
 
-    def _forward_layerwise(self, inputs: Tensor) -> Tensor:
+    def _forward_layerwise(self, pieces: list[Piece]) -> Tensor:
+        inputs = torch.cat([p.dense() if isinstance(p, Factored) else p for p in pieces], -1)
         x = inputs
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -202,15 +214,19 @@ class EUGenMLP(nn.Module):
                 x = self.activation(x)
         return x
 
-    def _forward_bundled(self, inputs: Tensor) -> Tensor | Factored:
-        hidden: Piece = inputs
+    def _forward_bundled(self, inputs: list[Piece]) -> Tensor | Factored:
+        hidden: Piece | None = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            pieces = [inputs, hidden] if i in self._skip_connections else [hidden]
+            if hidden is None:
+                pieces = inputs
+            else:
+                pieces = [*inputs, hidden] if i in self._skip_connections else [hidden]
             if isinstance(layer, EUGenLinear):
                 hidden = layer.forward_factored(pieces)
             else:
                 hidden = dense_on_pieces(layer, pieces)
                 if self.activation is not None and i < last:
                     hidden = self.activation(hidden)
+        assert hidden is not None  # num_layers >= 1
         return hidden

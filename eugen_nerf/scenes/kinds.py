@@ -131,11 +131,15 @@ class SceneOptions:
     specular: float = 0.0
     """Strength of a view-dependent highlight (0 = view-independent shading)."""
 
-    def validate(self, positive: dict[str, float]) -> None:
-        """Check width, height and the kind's own `positive` flags (counts and finite sizes)."""
+    def validate(self, positive: dict[str, float], angles: dict[str, float] | None = None) -> None:
+        """Check width, height, the kind's own `positive` flags (counts and finite sizes) and its
+        field-of-view `angles` (radians, strictly between 0 and pi)."""
         for name, value in {"width": self.width, "height": self.height, **positive}.items():
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name, value in (angles or {}).items():
+            if not (math.isfinite(value) and 0 < value < math.pi):
+                raise ValueError(f"--{name.replace('_', '-')} must be an angle in radians in (0, pi), got {value}")
         if not (math.isfinite(self.specular) and self.specular >= 0):
             raise ValueError(f"--specular must be >= 0, got {self.specular}")
         try:
@@ -212,7 +216,9 @@ class BlenderScene(SceneOptions):
 
     def run(self, console: Console | None = None) -> Path:
         splits = {"train": self.train_views, "val": self.val_views, "test": self.test_views}
-        self.validate({f"{split}_views": count for split, count in splits.items()})
+        self.validate(
+            {f"{split}_views": count for split, count in splits.items()}, {"camera_angle_x": self.camera_angle_x}
+        )
         return write_blender_like(self, splits, timed=self.timed, console=console)
 
 
@@ -283,7 +289,7 @@ class UnboundedScene(SceneOptions):
     fov_x: float = 1.2
 
     def run(self, console: Console | None = None) -> Path:
-        self.validate({"views": self.views, "test_every": self.test_every})
+        self.validate({"views": self.views, "test_every": self.test_every}, {"fov_x": self.fov_x})
         rng, out = self.rng(), self.output
         intr = Intrinsics.from_fov(self.width, self.height, self.fov_x)
         scene = Scene(unbounded_parts())

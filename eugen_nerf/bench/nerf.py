@@ -1,0 +1,173 @@
+"""`eugen bench nerf`: an eugen-nerf run against its dense twin, side by side in one process.
+
+Field throughput (points per second through the coarse and the fine field) and whole-image render
+time are timed interleaved (dense, EUGen, dense, EUGen, ...) so that the machine's drift hits both
+alike; the ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from eugen_nerf.bench.timing import machine_description, time_interleaved, today
+from eugen_nerf.errors import InputError
+
+
+def field_parameter_count(model: torch.nn.Module) -> int:
+    """Trainable parameters of a nerfstudio model (its optimizer's param groups)."""
+    return sum(p.numel() for group in model.get_param_groups().values() for p in group)
+
+
+def random_ray_samples(num_points: int, aabb: torch.Tensor, device: torch.device, seed: int = 0):
+    """`num_points` RaySamples at uniform positions in the scene box with random directions."""
+    from nerfstudio.cameras.rays import Frustums, RaySamples
+
+    generator = torch.Generator().manual_seed(seed)
+    low, high = aabb[0].cpu(), aabb[1].cpu()
+    positions = low + (high - low) * torch.rand(num_points, 1, 3, generator=generator)
+    directions = torch.nn.functional.normalize(torch.randn(num_points, 1, 3, generator=generator), dim=-1)
+    zeros = torch.zeros(num_points, 1, 1)
+    frustums = Frustums(
+        origins=positions.to(device), directions=directions.to(device), starts=zeros.to(device),
+        ends=zeros.to(device), pixel_area=torch.ones_like(zeros).to(device),
+    )
+    return RaySamples(frustums=frustums)
+
+
+def load_pipeline(config_path: Path, what: str):
+    """nerfstudio's eval_setup on a run's config.yml (inference mode: cameras only, no images)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    import eugen_nerf.nerf.methods  # noqa: F401 - our methods and error printing, in-process
+
+    if not config_path.is_file():
+        raise InputError(f"{config_path}: {what} not found (expected a run's config.yml)")
+    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="inference")
+    pipeline.eval()
+    return pipeline, checkpoint, step
+
+
+def dense_twin_of(config_path: Path, device: torch.device):
+    """The dense twin of an EUGen run, untrained (timing does not depend on the weights)."""
+    import yaml
+
+    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)  # nerfstudio's own config format
+    if getattr(config.pipeline.model, "layer", None) != "eugen":
+        raise InputError(f"{config_path}: not an EUGen run (no --pipeline.model.layer eugen); pass --baseline-config")
+    config.pipeline.model.layer = "dense"
+    twin = config.pipeline.setup(device=device, test_mode="inference")
+    twin.eval()
+    return twin
+
+
+@dataclass
+class BenchNeRF:
+    """Points/s through the coarse and fine fields and whole-image render time, EUGen vs its dense twin."""
+
+    load_config: Path
+    """config.yml of the EUGen run (ns-train eugen-nerf ... writes it in its run folder)."""
+    baseline_config: Path | None = None
+    """config.yml of the dense run to compare with; without it, an untrained dense twin of the same
+    config is timed (speed does not depend on the weights)."""
+    points: int = 65_536
+    """Points per field forward pass."""
+    repeats: int = 5
+    """Timed repetitions (medians are reported)."""
+    images: int = 1
+    """Test-split cameras whose whole images are rendered per repetition."""
+    output: Path | None = None
+    """Write the results as JSON here."""
+    console: Console = field(default_factory=Console, repr=False)
+
+    def run(self) -> dict:
+        for name in ("points", "repeats", "images"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name} must be positive, got {getattr(self, name)}")
+        eugen, _, _ = load_pipeline(self.load_config, "--load-config")
+        if self.baseline_config is not None:
+            dense, _, _ = load_pipeline(self.baseline_config, "--baseline-config")
+        else:
+            dense = dense_twin_of(self.load_config, eugen.device)
+        results = compare_pipelines({"dense": dense, "eugen": eugen}, self.points, self.repeats, self.images)
+        results.update(
+            date=today(),
+            machine=machine_description(eugen.device),
+            command="eugen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eugen") else "eugen bench nerf",
+            runs={"eugen": str(self.load_config), "dense": str(self.baseline_config or "untrained dense twin")},
+        )
+        print_table(results, self.console)
+        if self.output is not None:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self.output.write_text(json.dumps(results, indent=2) + "\n")
+            self.console.print(f"wrote {self.output}")
+        return results
+
+
+def field_pass(field, samples):
+    return lambda: field.forward(samples)
+
+
+@torch.no_grad()
+def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -> dict:
+    """Time each pipeline's fields and whole-image renders, interleaved. The first entry is the baseline."""
+    first = next(iter(pipelines.values()))
+    device = first.device
+    samples = random_ray_samples(points, first.datamanager.train_dataparser_outputs.scene_box.aabb, device)
+    cameras = first.datamanager.eval_dataset.cameras[:images].to(device)
+
+    def render(model):
+        for index in range(len(cameras)):
+            model.get_outputs_for_camera(cameras[index : index + 1])
+
+    timings: dict[str, dict[str, float]] = {}
+    for part in ("field_coarse", "field_fine"):
+        medians = time_interleaved(
+            {name: field_pass(getattr(p.model, part), samples) for name, p in pipelines.items()},
+            repeats, device=device)
+        for name, ms in medians.items():
+            timings.setdefault(name, {})[f"{part}_ms"] = ms
+    medians = time_interleaved({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
+                               repeats, warmup=1, device=device)
+    height, width = int(cameras.height[0]), int(cameras.width[0])
+    rows = {}
+    for name, pipeline in pipelines.items():
+        t = timings[name]
+        rows[name] = {
+            "parameters": field_parameter_count(pipeline.model),
+            "coarse_points_per_s": points / (t["field_coarse_ms"] / 1e3),
+            "fine_points_per_s": points / (t["field_fine_ms"] / 1e3),
+            "field_ms": t["field_coarse_ms"],
+            "image_ms": medians[name] / len(cameras),
+        }
+    baseline = next(iter(rows.values()))
+    speedups = {
+        name: {
+            "field": row["coarse_points_per_s"] / baseline["coarse_points_per_s"],
+            "fine_field": row["fine_points_per_s"] / baseline["fine_points_per_s"],
+            "image": baseline["image_ms"] / row["image_ms"],
+        }
+        for name, row in rows.items()
+    }
+    return {"points": points, "image_size": [width, height], "repeats": repeats, "models": rows,
+            "speedup": speedups}
+
+
+def print_table(results: dict, console: Console) -> None:
+    width, height = results["image_size"]
+    table = Table(title=f"NeRF inference, {results['points']:,} points per field pass, {width}x{height} images")
+    for column in ("model", "parameters", "coarse field Mpts/s", "fine field Mpts/s", "image ms", "field speed-up",
+                   "image speed-up"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for name, row in results["models"].items():
+        speedup = results["speedup"][name]
+        table.add_row(name, f"{row['parameters']:,}", f"{row['coarse_points_per_s'] / 1e6:.2f}",
+                      f"{row['fine_points_per_s'] / 1e6:.2f}", f"{row['image_ms']:.0f}",
+                      f"{speedup['field']:.2f}x", f"{speedup['image']:.2f}x")
+    console.print(table)

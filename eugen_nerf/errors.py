@@ -1,0 +1,42 @@
+"""Bad input is reported as one line naming the file or flag, never as a traceback.
+
+Our own commands catch `InputError` themselves. nerfstudio's commands (`ns-train`, `ns-eval`, ...)
+import this package's plugins before they run, so the plugins install `install_excepthook()`, which
+prints an `InputError` that escapes to the top as one line and leaves every other error alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+from rich.console import Console
+
+STDERR = Console(stderr=True)
+
+
+class InputError(ValueError):
+    """A user mistake (a file, a flag, a checkpoint that does not fit), reported in one line."""
+
+
+def print_error(message: str) -> int:
+    """One line (no wrapping, no traceback); the exit status for bad input."""
+    STDERR.print(f"[red]error:[/red] {message}", soft_wrap=True, markup=True, highlight=False)
+    return 2
+
+
+def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    if isinstance(error, InputError):
+        print_error(str(error))
+        sys.exit(2)
+    _previous_hook(kind, error, trace)
+
+
+_previous_hook = sys.excepthook
+
+
+def install_excepthook() -> None:
+    global _previous_hook
+    if sys.excepthook is not _excepthook:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _excepthook

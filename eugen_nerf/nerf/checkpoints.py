@@ -1,0 +1,79 @@
+"""Checkpoints: written atomically, read with torch's safe loader, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eugen_nerf.errors import InputError
+
+EUGEN_MARKER = ".projection_seed"  # a buffer every EUGen layer has and no dense layer has
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside the checkpoint folder, then rename: an interruption leaves
+    the previous checkpoint intact and never a half-written one. (Not inside the folder: nerfstudio
+    parses every file name there as step-N.ckpt.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_safely(path: Path) -> dict[str, Any]:
+    """torch.load with weights_only=True (tensors and plain containers only); errors name the file."""
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types; all mean "unreadable"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: not a readable checkpoint ({first_line})") from None
+
+
+def latest_checkpoint(folder: Path) -> Path:
+    """The newest step-N.ckpt in a nerfstudio checkpoint folder."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: checkpoint folder not found")
+    steps = sorted(
+        (int(p.stem.split("-")[1]), p) for p in folder.glob("step-*.ckpt") if p.stem.split("-")[1].isdigit()
+    )
+    if not steps:
+        raise InputError(f"{folder}: no step-N.ckpt checkpoint in this folder")
+    return steps[-1][1]
+
+
+def _eugen_layers(state: Mapping[str, Any]) -> set[str]:
+    return {key[: -len(EUGEN_MARKER)] for key in state if key.endswith(EUGEN_MARKER)}
+
+
+def check_state_fits(expected: Mapping[str, Any], state: Mapping[str, Any], flag: str) -> None:
+    """Raise a one-line InputError when a checkpoint's state does not fit the model built from the
+    config: layers of the other type (dense vs EUGen), or other sizes (k, m, widths)."""
+    mine, theirs = _eugen_layers(expected), _eugen_layers(state)
+    if mine != theirs:
+        def describe(layers: set[str]) -> str:
+            return f"EUGen layers at {', '.join(sorted(layers))}" if layers else "only dense layers"
+
+        raise InputError(
+            f"the checkpoint has {describe(theirs)} but this model ({flag}) has {describe(mine)}; "
+            "load a run with its own config.yml"
+        )
+    for key, value in state.items():
+        if key in expected and hasattr(value, "shape") and tuple(value.shape) != tuple(expected[key].shape):
+            raise InputError(
+                f"the checkpoint's {key} has shape {tuple(value.shape)} but this model's has "
+                f"{tuple(expected[key].shape)} (different k, m or width); load a run with its own config.yml"
+            )

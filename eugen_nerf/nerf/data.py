@@ -1,0 +1,102 @@
+"""nerfstudio's VanillaDataManager, with the scene checked before training starts.
+
+nerfstudio fails on a missing file or an image of the wrong size deep inside a data loader, with a
+traceback; here every listed image is checked up front (existence and size, from the file header)
+and a problem is one line naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
+from PIL import Image
+
+from eugen_nerf.errors import InputError
+
+
+def check_images(outputs: DataparserOutputs, split: str) -> None:
+    """Every image of a split exists, is readable and has its camera's size."""
+    cameras = outputs.cameras
+    for index, filename in enumerate(outputs.image_filenames):
+        path = Path(filename)
+        if not path.is_file():
+            raise InputError(f"{path}: image of the {split} split not found")
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except OSError as error:
+            raise InputError(f"{path}: not a readable image ({error})") from None
+        expected = int(cameras.width[index]), int(cameras.height[index])
+        if (width, height) != expected:
+            raise InputError(
+                f"{path}: image is {width}x{height} but its camera is {expected[0]}x{expected[1]} "
+                f"(all images of a Blender scene share the first image's size)"
+            )
+
+
+class CenterCropPixelSampler(PixelSampler):
+    """nerfstudio's pixel sampler, drawing only from the central part of each image for the first
+    steps (the original NeRF's "precrop" for object scenes on a plain background: without it a NeRF
+    can sit for hundreds of steps in the all-background solution before it finds the object)."""
+
+    config: CenterCropPixelSamplerConfig
+    step: int = 0
+
+    def sample_method(self, batch_size, num_images, image_height, image_width, mask=None, device="cpu"):
+        if self.step >= self.config.precrop_steps or mask is not None:
+            return super().sample_method(batch_size, num_images, image_height, image_width, mask, device)
+        fraction = self.config.precrop_fraction
+        crop_h, crop_w = max(1, round(image_height * fraction)), max(1, round(image_width * fraction))
+        low = torch.tensor([0, (image_height - crop_h) // 2, (image_width - crop_w) // 2], device=device)
+        extent = torch.tensor([num_images, crop_h, crop_w], device=device)
+        return (torch.rand((batch_size, 3), device=device) * extent).long() + low
+
+
+@dataclass
+class CenterCropPixelSamplerConfig(PixelSamplerConfig):
+    _target: type = field(default_factory=lambda: CenterCropPixelSampler)
+    precrop_steps: int = 0
+    """Steps during which rays are drawn from the image centres only (0 = never)."""
+    precrop_fraction: float = 0.5
+    """Side of the central crop, as a fraction of the image's."""
+
+
+class EUGenDataManager(VanillaDataManager[InputDataset]):
+    config: EUGenDataManagerConfig
+
+    def __init__(self, config: EUGenDataManagerConfig, *args, **kwargs) -> None:
+        try:
+            super().__init__(config, *args, **kwargs)
+        except FileNotFoundError as error:
+            missing = error.filename or str(error)
+            raise InputError(f"{missing}: not found (scene {config.dataparser.data})") from None
+
+    def next_train(self, step: int):
+        self.train_pixel_sampler.step = step  # CenterCropPixelSampler's schedule
+        return super().next_train(step)
+
+    def create_train_dataset(self) -> InputDataset:
+        if self.test_mode != "inference":  # rendering needs cameras only, not images
+            check_images(self.train_dataparser_outputs, "train")
+        return super().create_train_dataset()
+
+    def create_eval_dataset(self) -> InputDataset:
+        outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        if self.test_mode != "inference":
+            check_images(outputs, self.test_split)
+        return self.dataset_type(dataparser_outputs=outputs, scale_factor=self.config.camera_res_scale_factor)
+
+
+@dataclass
+class EUGenDataManagerConfig(VanillaDataManagerConfig):
+    """VanillaDataManager settings (nerfstudio's); the scene is checked when the manager is built."""
+
+    _target: type = field(default_factory=lambda: EUGenDataManager)
+    pixel_sampler: CenterCropPixelSamplerConfig = field(default_factory=CenterCropPixelSamplerConfig)
+    """nerfstudio's pixel sampler plus an optional central crop for the first steps."""

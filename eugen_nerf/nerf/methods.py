@@ -1,0 +1,66 @@
+"""The `ns-train` methods of this package (entry-point group `nerfstudio.method_configs`).
+
+Importing this module (every ns-* command does, through the entry points) turns on torch's huge-page
+CPU allocator and the one-line printing of `InputError`s; see `eugen_nerf.runtime`, `eugen_nerf.errors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eugen_nerf.errors import install_excepthook
+from eugen_nerf.runtime import enable_huge_page_allocation
+
+enable_huge_page_allocation()
+install_excepthook()
+
+import torch  # noqa: E402
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: E402
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: E402
+from nerfstudio.engine.optimizers import RAdamOptimizerConfig  # noqa: E402
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
+from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
+
+from eugen_nerf.nerf.data import EUGenDataManagerConfig  # noqa: E402
+from eugen_nerf.nerf.model import EUGenNeRFModelConfig  # noqa: E402
+from eugen_nerf.nerf.trainer import EUGenTrainerConfig  # noqa: E402
+
+# The embedded scenes (repository checkout / editable install); `--data` points elsewhere.
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+
+def default_device_type() -> str:
+    """nerfstudio defaults to CUDA and crashes deep inside without it; pick what this machine has."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def trainer_defaults() -> dict:
+    """What every method here shares: local device, tensorboard, a viewer only on 127.0.0.1."""
+    return {
+        "machine": MachineConfig(device_type=default_device_type()),
+        "vis": "tensorboard",
+        "viewer": ViewerConfig(websocket_host="127.0.0.1", quit_on_train_completion=True),
+    }
+
+
+def radam(lr: float = 5e-4) -> dict:
+    return {"optimizer": RAdamOptimizerConfig(lr=lr, eps=1e-08), "scheduler": None}
+
+
+eugen_nerf = MethodSpecification(
+    config=EUGenTrainerConfig(
+        method_name="eugen-nerf",
+        # Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use
+        # the preset `eugen train nerf-cpu` (configs/nerf-cpu.yml).
+        max_num_iterations=200_000,
+        steps_per_eval_batch=500,
+        steps_per_save=1000,
+        pipeline=VanillaPipelineConfig(
+            datamanager=EUGenDataManagerConfig(dataparser=BlenderDataParserConfig(data=DATA_DIR / "blender")),
+            model=EUGenNeRFModelConfig(),
+        ),
+        optimizers={"fields": radam(), "temporal_distortion": radam()},
+        **trainer_defaults(),
+    ),
+    description="vanilla NeRF with EUGen layers in its field MLPs (--pipeline.model.layer dense: the dense twin)",
+)

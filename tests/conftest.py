@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny Blender scene and eugen-nerf configs reduced the way nerfstudio's own
+tests/test_train.py reduces its methods (CPU, 4 rays, 4 + 4 samples, 2 steps, tensorboard)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from eugen_nerf.scenes.kinds import BlenderScene
+
+
+@pytest.fixture(scope="session")
+def tiny_blender(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny-blender")
+    BlenderScene(output=out, width=16, height=16, train_views=2, val_views=1, test_views=1).run()
+    return out
+
+
+def reduced_config(data: Path, output: Path, layer: str, steps: int = 2):
+    from eugen_nerf.nerf.methods import eugen_nerf
+
+    config = copy.deepcopy(eugen_nerf.config)
+    config.machine.device_type = "cpu"
+    config.output_dir = output
+    config.experiment_name = "smoke"
+    config.timestamp = layer
+    config.max_num_iterations = steps
+    config.steps_per_save = 1
+    config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.train_num_rays_per_batch = 4
+    config.pipeline.datamanager.eval_num_rays_per_batch = 4
+    model = config.pipeline.model
+    model.layer = layer
+    model.num_coarse_samples = model.num_importance_samples = 4
+    model.eval_num_rays_per_chunk = 256
+    return config
+
+
+def train(config):
+    """What `ns-train` does after parsing: save the config, set up the trainer, train."""
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_blender, tmp_path_factory) -> dict[str, Path]:
+    """config.yml of a 2-step eugen-nerf run and of its dense twin."""
+    output = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for layer in ("eugen", "dense"):
+        config = reduced_config(tiny_blender, output, layer)
+        train(config)
+        runs[layer] = config.get_base_dir() / "config.yml"
+    return runs

@@ -1,0 +1,222 @@
+"""eugen-nerf: the dense twin is vanilla-nerf's field, the EUGen field's folded heads are exact,
+training runs and resumes, checkpoints load safely, bad input is one line."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from conftest import reduced_config, train
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import NeRFEncoding
+from nerfstudio.fields.vanilla_nerf_field import NeRFField
+
+from eugen_nerf.bench.nerf import BenchNeRF, random_ray_samples
+from eugen_nerf.errors import InputError
+from eugen_nerf.nerf import metrics
+from eugen_nerf.nerf.data import EUGenDataManagerConfig
+from eugen_nerf.nerf.model import EUGenNeRFModelConfig
+from eugen_nerf.presets import load_preset
+
+AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
+
+
+def make_model(**overrides):
+    config = EUGenNeRFModelConfig(**overrides)
+    return config.setup(scene_box=SceneBox(aabb=AABB), num_train_data=1)
+
+
+def field_outputs(field, samples):
+    out = field.forward(samples)
+    return torch.cat([out[name] for name in sorted(out, key=lambda n: n.value)], dim=-1)
+
+
+def test_dense_twin_is_vanilla_nerf_field():
+    torch.manual_seed(0)
+    vanilla = NeRFField(
+        position_encoding=NeRFEncoding(3, 10, 0.0, 8.0, include_input=True),
+        direction_encoding=NeRFEncoding(3, 4, 0.0, 4.0, include_input=True),
+    )
+    model = make_model(layer="dense")
+    ours = model.field_coarse
+    theirs = {k: tuple(v.shape) for k, v in vanilla.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+    assert model.field_parameter_count() == 2 * sum(p.numel() for p in vanilla.parameters())
+    ours.load_state_dict(vanilla.state_dict())
+    samples = random_ray_samples(512, AABB, torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(field_outputs(ours, samples), field_outputs(vanilla, samples), rtol=1e-5, atol=1e-6)
+
+
+def test_eugen_field_folded_heads_equal_layer_by_layer():
+    torch.manual_seed(0)
+    model = make_model(layer="eugen")
+    field = model.field_fine
+    assert field.mlp_base.uses_bundling() and field.mlp_base.out_activation is None
+    samples = random_ray_samples(256, AABB, torch.device("cpu"))
+    bundled = field_outputs(field, samples)
+    field.mlp_base.bundle = field.mlp_head.bundle = "never"
+    layerwise = field_outputs(field, samples)
+    torch.testing.assert_close(bundled, layerwise, rtol=1e-4, atol=1e-5)
+    assert model.field_parameter_count() < make_model(layer="dense").field_parameter_count() / 3
+
+
+def test_checkpoint_of_other_layer_type_is_one_line_error():
+    eugen, dense = make_model(layer="eugen"), make_model(layer="dense")
+    with pytest.raises(InputError, match="only dense layers") as error:
+        eugen.load_state_dict(dense.state_dict())
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="EUGen layers at"):
+        dense.load_state_dict(eugen.state_dict())
+    other_m = make_model(layer="eugen", eugen=type(eugen.config.eugen)(num_features=8))
+    with pytest.raises(InputError, match="has shape"):
+        other_m.load_state_dict(eugen.state_dict())
+
+
+def test_bad_layer_indices_are_flag_errors():
+    with pytest.raises(InputError, match="eugen-base-layers"):
+        make_model(eugen_base_layers=(3, 9))
+
+
+def test_lpips_unavailable_is_dropped_not_zero(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", offline)
+    monkeypatch.setattr(metrics, "_warned", False)
+    model = make_model(layer="eugen")
+    assert not model.lpips.available
+    image = torch.rand(8, 8, 3)
+    outputs = {"rgb_coarse": image, "rgb_fine": image, "accumulation_coarse": torch.ones(8, 8, 1),
+               "accumulation_fine": torch.ones(8, 8, 1), "depth_coarse": torch.ones(8, 8, 1) * 3,
+               "depth_fine": torch.ones(8, 8, 1) * 3}
+    scores, _ = model.get_image_metrics_and_images(outputs, {"image": image})
+    assert "fine_lpips" not in scores and scores["psnr"] > 50 and "fine_ssim" in scores
+
+
+# ----------------------------------------------------------------------------- bad scenes
+def copy_scene(source: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(source, tmp_path / "scene"))
+
+
+def build_datamanager(data: Path):
+    config = EUGenDataManagerConfig(dataparser=BlenderDataParserConfig(data=data))
+    return config.setup(device="cpu", test_mode="test")
+
+
+def test_missing_transforms_file(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    (scene / "transforms_train.json").unlink()
+    with pytest.raises(InputError, match="transforms_train.json: not found"):
+        build_datamanager(scene)
+
+
+def test_missing_image(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    (scene / "train" / "r_1.png").unlink()
+    with pytest.raises(InputError, match=r"r_1.png: image of the train split not found"):
+        build_datamanager(scene)
+
+
+def test_image_of_wrong_size(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    imageio.imwrite(scene / "train" / "r_1.png", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(InputError, match=r"r_1.png: image is 8x8 but its camera is 16x16"):
+        build_datamanager(scene)
+
+
+# ----------------------------------------------------------------------------- training
+def test_smoke_runs_write_safe_checkpoints(tiny_runs):
+    for layer, config_path in tiny_runs.items():
+        checkpoints = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))
+        assert [c.name for c in checkpoints] == ["step-000000001.ckpt"], layer
+        state = torch.load(checkpoints[0], weights_only=True)
+        assert state["step"] == 1
+        has_eugen = any(k.endswith("projection_seed") for k in state["pipeline"])
+        assert has_eugen == (layer == "eugen")
+        assert not any(".lpips." in k for k in state["pipeline"])
+
+
+def test_interrupted_run_resumes_to_its_total(tiny_blender, tmp_path):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    train(config)
+    checkpoints = config.get_checkpoint_dir()
+    resumed = reduced_config(tiny_blender, tmp_path, "eugen", steps=4)
+    resumed.timestamp = "resumed"
+    resumed.load_dir = checkpoints
+    trainer = train(resumed)
+    assert trainer._start_step == 2
+    names = [p.name for p in resumed.get_checkpoint_dir().glob("*.ckpt")]
+    assert names == ["step-000000003.ckpt"]
+    # nothing half-written is left next to the checkpoints
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_resume_from_missing_folder_is_one_line_error(tiny_blender, tmp_path):
+    config = reduced_config(tiny_blender, tmp_path, "eugen")
+    config.load_dir = tmp_path / "nowhere"
+    with pytest.raises(InputError, match="checkpoint folder not found"):
+        train(config)
+
+
+def test_bench_nerf_compares_twins(tiny_runs, tmp_path):
+    out = tmp_path / "bench.json"
+    results = BenchNeRF(load_config=tiny_runs["eugen"], baseline_config=tiny_runs["dense"], points=4096,
+                        repeats=1, output=out).run()
+    assert set(results["models"]) == {"dense", "eugen"}
+    assert results["models"]["eugen"]["parameters"] < results["models"]["dense"]["parameters"]
+    assert results["speedup"]["dense"]["field"] == 1.0 and results["speedup"]["eugen"]["image"] > 0
+    assert out.is_file()
+
+
+def test_presets_build_configs():
+    from eugen_nerf.nerf.train import build_config
+
+    config = build_config(load_preset("nerf-cpu"), ["--pipeline.model.layer", "dense"])
+    assert config.method_name == "eugen-nerf" and config.pipeline.model.layer == "dense"
+    assert config.machine.device_type in ("cpu", "cuda") and config.vis == "tensorboard"
+    assert config.viewer.websocket_host == "127.0.0.1"
+    with pytest.raises(InputError, match="no such preset"):
+        load_preset("no-such-preset")
+
+
+# ----------------------------------------------------------------------------- nerfstudio's own tools
+def ns(tool: str, *args: str) -> subprocess.CompletedProcess:
+    executable = Path(sys.executable).parent / tool
+    return subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_ns_eval_and_ns_render_on_smoke_runs(tiny_runs, tmp_path):
+    for layer, config_path in tiny_runs.items():
+        result = ns("ns-eval", "--load-config", str(config_path), "--output-path", str(tmp_path / f"{layer}.json"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "psnr" in (tmp_path / f"{layer}.json").read_text()
+    config = str(tiny_runs["eugen"])
+    for mode, extra in (("dataset", ["--split", "test"]), ("spiral", []), ("interpolate", ["--frame-rate", "2"])):
+        out = tmp_path / mode
+        result = ns("ns-render", mode, "--load-config", config, "--output-path", str(out), "--output-format",
+                    "images", *extra)
+        assert result.returncode == 0, (mode, result.stdout[-1500:], result.stderr[-1500:])
+        assert list(out.rglob("*.png")) or list(out.rglob("*.jpg")), mode
+    result = ns("ns-export", "pointcloud", "--load-config", config, "--output-dir", str(tmp_path / "pc"),
+                "--num-points", "100", "--remove-outliers", "False", "--normal-method", "open3d")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_path):
+    dense_checkpoints = tiny_runs["dense"].parent / "nerfstudio_models"
+    result = ns("ns-train", "eugen-nerf", "--machine.device-type", "cpu", "--max-num-iterations", "1",
+                "--output-dir", str(tmp_path), "--load-dir", str(dense_checkpoints), "--data",
+                str(tiny_blender), "--pipeline.datamanager.train-num-rays-per-batch", "4")
+    assert result.returncode == 2
+    error = result.stderr.strip()
+    assert error.count("\n") == 0 and "only dense layers" in error and "Traceback" not in result.stderr
