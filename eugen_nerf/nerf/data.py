@@ -40,6 +40,17 @@ def check_images(outputs: DataparserOutputs, split: str) -> None:
             )
 
 
+def float32_cameras(outputs: DataparserOutputs) -> DataparserOutputs:
+    """nerfstudio's Blender parser leaves fx/fy as float64 (numpy focal length), which breaks
+    `ns-render spiral` (torch.cross of float and double); every camera tensor becomes float32."""
+    cameras = outputs.cameras
+    for name in ("camera_to_worlds", "fx", "fy", "cx", "cy"):
+        value = getattr(cameras, name)
+        if value.dtype == torch.float64:
+            setattr(cameras, name, value.float())
+    return outputs
+
+
 class CenterCropPixelSampler(PixelSampler):
     """nerfstudio's pixel sampler, drawing only from the central part of each image for the first
     steps (the original NeRF's "precrop" for object scenes on a plain background: without it a NeRF
@@ -82,12 +93,13 @@ class EUGenDataManager(VanillaDataManager[InputDataset]):
         return super().next_train(step)
 
     def create_train_dataset(self) -> InputDataset:
+        float32_cameras(self.train_dataparser_outputs)
         if self.test_mode != "inference":  # rendering needs cameras only, not images
             check_images(self.train_dataparser_outputs, "train")
         return super().create_train_dataset()
 
     def create_eval_dataset(self) -> InputDataset:
-        outputs = self.dataparser.get_dataparser_outputs(split=self.test_split)
+        outputs = float32_cameras(self.dataparser.get_dataparser_outputs(split=self.test_split))
         if self.test_mode != "inference":
             check_images(outputs, self.test_split)
         return self.dataset_type(dataparser_outputs=outputs, scale_factor=self.config.camera_res_scale_factor)

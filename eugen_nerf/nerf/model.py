@@ -127,6 +127,14 @@ class EUGenNeRFModel(NeRFModel):
             )
         return self
 
+    def get_outputs(self, ray_bundle):
+        outputs = super().get_outputs(ray_bundle)
+        # The fine pass under the names ns-render, ns-export and the viewer ask for by default
+        # (vanilla-nerf has only *_coarse / *_fine, so `ns-render` fails on it without flags).
+        for name in ("rgb", "depth", "accumulation"):
+            outputs[name] = outputs[f"{name}_fine"]
+        return outputs
+
     def get_image_metrics_and_images(self, outputs, batch):
         metrics, images = super().get_image_metrics_and_images(outputs, batch)
         return drop_unavailable(metrics, self.lpips), images
