@@ -18,7 +18,7 @@ enable_huge_page_allocation()  # before any large tensor exists
 
 import tyro  # noqa: E402
 
-from eugen_nerf.errors import InputError, print_error  # noqa: E402
+from eugen_nerf.errors import print_error  # noqa: E402
 
 SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
     ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
@@ -79,8 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # InputError and the validation errors of the layer/scene code
         return print_error(str(error))
 
-
-__all__ = ["InputError", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

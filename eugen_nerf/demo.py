@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import track
 
 from eugen_nerf.bench.nerf import compare_pipelines, print_table
-from eugen_nerf.bench.timing import machine_description, today
+from eugen_nerf.bench.timing import command_line, machine_description, today
 from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
 from eugen_nerf.scenes.render import look_at
@@ -82,7 +82,7 @@ class Demo:
         results = {
             "date": today(),
             "machine": machine_description(pipelines["eugen"].device),
-            "command": "eugen demo " + " ".join(sys.argv[2:]) if sys.argv[0].endswith("eugen") else "eugen demo",
+            "command": command_line("eugen demo"),
             "preset": preset.name,
             "runs": {layer: str(configs[layer]) for layer in LAYERS},
             "train_seconds": train_seconds,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import nn
 
-from eugen_nerf.bench.timing import machine_description, peak_memory_mb, time_interleaved, today
+from eugen_nerf.bench.timing import command_line, machine_description, peak_memory_mb, time_interleaved, today
 from eugen_nerf.layers import EUGenConfig, EUGenLinear, EUGenMLP
 from eugen_nerf.runtime import THP_VARIABLE
 
@@ -60,7 +59,7 @@ class BenchLayers:
         results: dict = {
             "date": today(),
             "machine": machine_description(device),
-            "command": "eugen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eugen") else "eugen bench layers",
+            "command": command_line("eugen bench layers"),
             "points": self.points,
             "width": self.width,
             "huge_page_allocation": os.environ.get(THP_VARIABLE) == "1",

@@ -8,7 +8,6 @@ alike; the ratios are what to read.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from eugen_nerf.bench.timing import machine_description, time_interleaved, today
+from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today
 from eugen_nerf.errors import InputError
 
 
@@ -99,7 +98,7 @@ class BenchNeRF:
         results.update(
             date=today(),
             machine=machine_description(eugen.device),
-            command="eugen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eugen") else "eugen bench nerf",
+            command=command_line("eugen bench nerf"),
             runs={"eugen": str(self.load_config), "dense": str(self.baseline_config or "untrained dense twin")},
         )
         print_table(results, self.console)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import date
@@ -70,6 +71,12 @@ def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def command_line(default: str) -> str:
+    """The `eugen ...` command that is running, for the results' `command` field (`default` when the
+    code runs from elsewhere, e.g. a test)."""
+    return "eugen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eugen") else default
 
 
 def today() -> str:

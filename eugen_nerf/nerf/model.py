@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.model_components.losses import MSELoss
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
@@ -144,7 +143,3 @@ class EUGenNeRFModel(NeRFModel):
         state = {key: value for key, value in state_dict.items() if not key.startswith("lpips.")}
         check_state_fits(self.state_dict(), state, "--pipeline.model.layer")
         return super().load_state_dict(state, strict=strict, assign=assign)
-
-    @torch.no_grad()
-    def field_parameter_count(self) -> int:
-        return sum(p.numel() for group in self.get_param_groups().values() for p in group)

@@ -425,4 +425,3 @@ def sdf_grid(scene: Scene, bounds: np.ndarray, spacing: float) -> tuple[np.ndarr
     return sdf.reshape(*counts).astype(np.float32), transform
 
 
-SCENE_KINDS = {"blender": BlenderScene, "dnerf": DNeRFScene, "unbounded": UnboundedScene, "rgbd": RGBDScene}
