@@ -18,7 +18,7 @@ enable_huge_page_allocation()  # before any large tensor exists
 
 import tyro  # noqa: E402
 
-from eugen_nerf.errors import print_error  # noqa: E402
+from eugen_nerf.errors import InputError, print_error  # noqa: E402
 
 SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
     ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         return _dispatch(argv[0], argv[1:])
-    except ValueError as error:  # InputError and the validation errors of the layer/scene code
+    except (InputError, ValueError) as error:  # bad input, and the validation errors of the layer/scene code
         return print_error(str(error))
 
 

@@ -15,8 +15,11 @@ from rich.console import Console
 STDERR = Console(stderr=True)
 
 
-class InputError(ValueError):
-    """A user mistake (a file, a flag, a checkpoint that does not fit), reported in one line."""
+class InputError(Exception):
+    """A user mistake (a file, a flag, a checkpoint that does not fit), reported in one line.
+
+    Not a ValueError on purpose: tyro catches ValueErrors raised while it builds a config and wraps
+    them in its multi-line usage panel; an InputError from a config's __post_init__ passes through."""
 
 
 def print_error(message: str) -> int:

@@ -223,3 +223,53 @@ def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_p
     # the error is the last line (library deprecation warnings may precede it), and no traceback
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error:") and "only dense layers" in error and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
+    """A real ns-train process gets SIGINT mid-run: it saves the last finished step, and a second
+    ns-train with --load-dir continues from there to the configured total."""
+    import signal
+    import time
+
+    def ns_train(steps: int, *extra: str) -> list[str]:
+        return [str(Path(sys.executable).parent / "ns-train"), "eugen-nerf", "--machine.device-type", "cpu",
+                "--data", str(tiny_blender), "--output-dir", str(tmp_path), "--experiment-name", "ctrl-c",
+                "--max-num-iterations", str(steps), "--steps-per-save", str(10**6),
+                "--pipeline.datamanager.train-num-rays-per-batch", "4", "--pipeline.model.num-coarse-samples", "4",
+                "--pipeline.model.num-importance-samples", "4", *extra]
+
+    import os
+
+    process = subprocess.Popen(ns_train(10**6, "--timestamp", "first"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # training has started once the step table prints; let it run a little, then press Ctrl-C
+    for line in process.stdout:
+        if "Step (% Done)" in line:
+            break
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert "Interrupted: saved step" in output, output[-2000:]
+    checkpoint_dir = tmp_path / "ctrl-c" / "eugen-nerf" / "first" / "nerfstudio_models"
+    (saved,) = checkpoint_dir.glob("step-*.ckpt")
+    step = torch.load(saved, weights_only=True)["step"]
+    assert step > 0
+
+    total = step + 3
+    result = subprocess.run(ns_train(total, "--timestamp", "second", "--load-dir", str(checkpoint_dir)),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (final,) = (checkpoint_dir.parent.parent / "second" / "nerfstudio_models").glob("step-*.ckpt")
+    assert torch.load(final, weights_only=True)["step"] == total - 1
+
+
+@pytest.mark.parametrize("flag, value", [("layer", "sparse"), ("eugen.feature-map", "tanh"),
+                                         ("eugen.sampler", "uniform"), ("eval-background-color", "red")])
+def test_unknown_flag_value_is_one_line_error(flag, value):
+    """ns-train's parser (tyro) passes our InputError through instead of printing its usage panel."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    with pytest.raises(InputError, match=f"--pipeline.model.{flag.split('.')[0]}.*{value}"):
+        tyro.cli(AnnotatedBaseConfigUnion, args=["eugen-nerf", f"--pipeline.model.{flag}", value])

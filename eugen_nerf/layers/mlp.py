@@ -25,8 +25,6 @@ from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, check_c
 from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces, piece_width
 
 LayerKind = Literal["dense", "eugen"]
-FeatureMap = Literal["identity", "relu", "trig", "exp"]  # = FEATURE_MAPS, spelled out for tyro's choices
-Sampler = Literal["orthogonal", "gaussian", "rademacher"]  # = SAMPLERS
 BundleMode = Literal["auto", "always", "never"]
 
 
@@ -38,9 +36,10 @@ class EUGenConfig:
     """k: highest order of the polynomial random features."""
     num_features: int = 16
     """m: random features per order."""
-    feature_map: FeatureMap = "identity"
+    # str, not Literal: the method configs check these and give a one-line flag error.
+    feature_map: str = "identity"
     """Phi: identity, relu, trig or exp."""
-    sampler: Sampler = "orthogonal"
+    sampler: str = "orthogonal"
     """Distribution of the random projections: gaussian, orthogonal or rademacher."""
     norm_feature: bool = True
     """Append ||x|| to each layer's input (the EUGen x+)."""

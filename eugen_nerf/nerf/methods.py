@@ -17,7 +17,8 @@ install_excepthook()
 import torch  # noqa: E402
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: E402
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: E402
-from nerfstudio.engine.optimizers import RAdamOptimizerConfig  # noqa: E402
+from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
@@ -43,8 +44,17 @@ def trainer_defaults() -> dict:
     }
 
 
-def radam(lr: float = 5e-4) -> dict:
-    return {"optimizer": RAdamOptimizerConfig(lr=lr, eps=1e-08), "scheduler": None}
+def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, max_steps: int = 200_000) -> dict:
+    """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training.
+
+    nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead; RAdam's variance rectification
+    acts as a ~1000-step warm-up, and on the CPU preset (1500 steps) that left both twins on the
+    all-background plateau for most of the run (measured: 10.8 dB after 600 steps vs 18.3 with Adam).
+    """
+    return {
+        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-08),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps),
+    }
 
 
 eugen_nerf = MethodSpecification(
@@ -59,7 +69,7 @@ eugen_nerf = MethodSpecification(
             datamanager=EUGenDataManagerConfig(dataparser=BlenderDataParserConfig(data=DATA_DIR / "blender")),
             model=EUGenNeRFModelConfig(),
         ),
-        optimizers={"fields": radam(), "temporal_distortion": radam()},
+        optimizers={"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
         **trainer_defaults(),
     ),
     description="vanilla NeRF with EUGen layers in its field MLPs (--pipeline.model.layer dense: the dense twin)",

@@ -4,7 +4,6 @@ layers in the field MLPs; `layer="dense"` is its dense twin, vanilla-nerf parame
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.model_components.losses import MSELoss
@@ -27,8 +26,10 @@ class EUGenNeRFModelConfig(VanillaModelConfig):
     """vanilla-nerf's model settings plus the choice of layers."""
 
     _target: type = field(default_factory=lambda: EUGenNeRFModel)
-    layer: Literal["dense", "eugen"] = "eugen"
-    """eugen: the layers listed below are EUGen layers; dense: the dense twin (vanilla-nerf's field)."""
+    # Choice flags are plain strings checked in __post_init__: a bad value is then one line naming the
+    # flag, where a Literal would give tyro's multi-line usage panel.
+    layer: str = "eugen"
+    """eugen | dense. eugen: the layers listed below are EUGen layers; dense: the dense twin (vanilla-nerf's field)."""
     eugen_base_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
     """Indices (0-7) of the 8 base-MLP layers that become EUGen layers (with --pipeline.model.layer eugen)."""
     eugen_head_layers: tuple[int, ...] = (0, 1)
@@ -49,9 +50,19 @@ class EUGenNeRFModelConfig(VanillaModelConfig):
     """Frequencies of the position encoding (vanilla NeRF: 10, up to 2^8)."""
     direction_frequencies: int = 4
     """Frequencies of the direction encoding (vanilla NeRF: 4, up to 2^4)."""
-    eval_background_color: Literal["white", "black"] = "white"
-    """Background of evaluated and rendered images when training uses --pipeline.model.background-color
+    eval_background_color: str = "white"
+    """white | black. Background of evaluated and rendered images when training uses --pipeline.model.background-color
     random (Blender test images are composited on white)."""
+
+    def __post_init__(self) -> None:
+        for flag, value, choices in (("layer", self.layer, ("dense", "eugen")),
+                                     ("eval-background-color", self.eval_background_color, ("white", "black"))):
+            if value not in choices:
+                raise InputError(f"--pipeline.model.{flag} must be {' or '.join(choices)}, got {value!r}")
+        try:
+            self.eugen.validate()
+        except ValueError as error:
+            raise InputError(f"--pipeline.model.eugen: {error}") from None
 
     def base_layer_kinds(self) -> list[str]:
         return self._kinds(self.base_mlp_num_layers, self.eugen_base_layers, "eugen-base-layers")
@@ -76,12 +87,7 @@ class EUGenNeRFModel(NeRFModel):
     def populate_modules(self) -> None:
         Model.populate_modules(self)  # the collider; NeRFModel's own would build nerfstudio's fields
         config = self.config
-        if config.layer not in ("dense", "eugen"):
-            raise InputError(f"--pipeline.model.layer must be 'dense' or 'eugen', got {config.layer!r}")
-        try:
-            config.eugen.validate()
-        except ValueError as error:
-            raise InputError(f"--pipeline.model.eugen: {error}") from None
+        config.__post_init__()  # again: a config loaded from config.yml or edited in code skips the constructor
         self.field_coarse = self.make_field()
         self.field_fine = self.make_field()
 

@@ -46,7 +46,8 @@ class EUGenTrainer(Trainer):
         state = {
             "step": step,
             "pipeline": pipeline.state_dict(),
-            "optimizers": {k: v.state_dict() for k, v in self.optimizers.optimizers.items()},
+            # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
+            "optimizers": {k: plain(v.state_dict()) for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: plain(v.state_dict()) for k, v in self.optimizers.schedulers.items()},
             "scalers": plain(self.grad_scaler.state_dict()),
         }
