@@ -25,6 +25,7 @@ SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
 COMMANDS: dict[str, dict[str, str]] = {
     "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF"},
     "scene": SCENES,
+    "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
 }
 SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo"}
 

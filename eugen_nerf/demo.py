@@ -22,6 +22,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import torch
+import tyro
 from rich.console import Console
 from rich.progress import track
 
@@ -50,7 +51,7 @@ class Demo:
     """Frames of the novel-view orbit."""
     quick: bool = False
     """A pipeline check in about a minute: 10 steps, 4 orbit frames (quality is meaningless)."""
-    console: Console = field(default_factory=Console, repr=False)
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
         if self.quick:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import tyro
 from rich.console import Console
 from rich.table import Table
 
@@ -83,7 +84,7 @@ class BenchNeRF:
     """Test-split cameras whose whole images are rendered per repetition."""
     output: Path | None = None
     """Write the results as JSON here."""
-    console: Console = field(default_factory=Console, repr=False)
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
         for name in ("points", "repeats", "images"):
