@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import tyro
 from rich.console import Console
@@ -127,7 +128,7 @@ class IsdfTrain(RunSettings):
 
     def run(self) -> dict:
         stream = self.stream()
-        settings = self.settings().to_json()
+        settings = json.loads(json.dumps(self.settings().to_json()))  # as run.json will hold it (lists)
         trainer = build(self.settings(), stream)
         self.output.mkdir(parents=True, exist_ok=True)
         settings_path = self.output / SETTINGS
@@ -277,7 +278,7 @@ class IsdfMesh:
         _, stream, trainer = load_run_folder(self.run_dir)
         frames = list(range(trainer.state.frame + 1))
         low, high = observed_box(stream, frames)
-        mesh = extract_mesh(trainer.network, torch.tensor([low, high], dtype=torch.float32), self.resolution)
+        mesh = extract_mesh(trainer.network, torch.tensor(np.stack([low, high]), dtype=torch.float32), self.resolution)
         output = self.output or self.run_dir / "mesh.ply"
         output.parent.mkdir(parents=True, exist_ok=True)
         o3d.io.write_triangle_mesh(str(output), mesh)
