@@ -182,6 +182,9 @@ def test_bench_compares_runs_side_by_side(tiny_rgbd, tmp_path):
     assert set(rows) == {"dense (dense)", "eugen (eugen)"}
     assert all(row["query_points_per_s"] > 0 and np.isfinite(row["sdf_l1"]) for row in rows.values())
     assert json.loads((tmp_path / "bench.json").read_text())["command"].startswith("eugen isdf bench")
+    # timing the training step must not train the runs being compared
+    evaluated = IsdfEval(run_dir=tmp_path / "eugen", mesh_resolution=0).run()
+    assert rows["eugen (eugen)"]["sdf_l1"] == pytest.approx(evaluated["sdf_l1"], rel=1e-5)
 
 
 def rewrite_json(path: Path, **changes) -> None:
@@ -214,3 +217,11 @@ def test_bad_sequences_are_one_line_errors(tiny_rgbd, tmp_path, capsys, damage, 
     assert main(["isdf", "train", "--data", str(scene), "--output", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and message in error and str(scene) in error
+
+
+def test_replicacad_dataset_config_loads():
+    from eugen_nerf.isdf.data import DatasetConfig
+    from eugen_nerf.presets import CONFIGS_DIR
+
+    config = DatasetConfig.load(CONFIGS_DIR / "isdf-replicacad.json")
+    assert (config.width, config.height, config.fx, config.cx, config.depth_scale) == (1200, 680, 600.0, 599.5, 3276.75)

@@ -153,6 +153,7 @@ def test_interrupted_run_resumes_to_its_total(tiny_blender, tmp_path):
     resumed.load_dir = checkpoints
     trainer = train(resumed)
     assert trainer._start_step == 2
+    assert resumed.optimizers["fields"]["scheduler"].max_steps == 4  # the decay spans the whole run
     names = [p.name for p in resumed.get_checkpoint_dir().glob("*.ckpt")]
     assert names == ["step-000000003.ckpt"]
     # nothing half-written is left next to the checkpoints

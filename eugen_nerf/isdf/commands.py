@@ -7,6 +7,7 @@ A run is a folder: `run.json` (every setting, so eval/mesh/bench rebuild the net
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -335,25 +336,27 @@ class IsdfBench:
                                   trainers.items()}, self.repeats)
         gradient = time_interleaved({name: (lambda t=t: t.network.with_gradient(points, create_graph=False))
                                      for name, t in trainers.items()}, self.repeats)
-        for trainer in trainers.values():
+        # timed training steps change the weights: time them on copies
+        copies = {name: copy.deepcopy(trainer) for name, trainer in trainers.items()}
+        for trainer in copies.values():
             trainer.network.train()
-        steps = time_interleaved({name: trainer.step for name, trainer in trainers.items()}, self.repeats)
+        steps = time_interleaved({name: trainer.step for name, trainer in copies.items()}, self.repeats)
         rows = {}
         for name, trainer in trainers.items():
             rows[name] = {"parameters": sum(p.numel() for p in trainer.network.parameters() if p.requires_grad),
                           "query_points_per_s": self.points / (query[name] / 1e3),
                           "query_with_gradient_points_per_s": self.points / (gradient[name] / 1e3),
                           "train_step_ms": steps[name]}
-        first = next(iter(rows.values()))
-        for row in rows.values():
-            row["query_speedup"] = row["query_points_per_s"] / first["query_points_per_s"]
-            row["train_step_speedup"] = first["train_step_ms"] / row["train_step_ms"]
-        if all(t.state.frame >= 0 for t in trainers.values()) and self.runs:
+        if self.runs:  # trained runs: accuracy on the same visible points
             truth = GroundTruth.of(stream)
             frames = list(range(max(t.state.frame for t in trainers.values()) + 1))
             eval_points = visible_points(stream, frames, 20000)
             for name, trainer in trainers.items():
                 rows[name].update(sdf_metrics(trainer.network, truth, eval_points))
+        first = next(iter(rows.values()))
+        for row in rows.values():
+            row["query_speedup"] = row["query_points_per_s"] / first["query_points_per_s"]
+            row["train_step_speedup"] = first["train_step_ms"] / row["train_step_ms"]
         return {"points": self.points, "repeats": self.repeats, "models": rows}
 
     def print(self, results: dict) -> None:
