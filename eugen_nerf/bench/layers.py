@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,14 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import nn
 
-from eugen_nerf.bench.timing import command_line, machine_description, peak_memory_mb, time_interleaved, today
+from eugen_nerf.bench.timing import (
+    command_line,
+    machine_description,
+    peak_memory_mb,
+    time_interleaved,
+    today,
+    write_json_results,
+)
 from eugen_nerf.layers import EUGenConfig, EUGenLinear, EUGenMLP
 from eugen_nerf.runtime import THP_VARIABLE
 
@@ -69,10 +75,7 @@ class BenchLayers:
             results["layers"] = [self._layer_row(k, m, device) for k, m in _advance(progress, task, grid)]
             results["mlp"] = self._mlp_row(device, progress, task)
         self._print(results)
-        if self.output is not None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.output.write_text(json.dumps(results, indent=2) + "\n")
-            self.console.print(f"wrote {self.output}")
+        write_json_results(results, self.output, self.console)
         return results
 
     # ------------------------------------------------------------------------------- rows

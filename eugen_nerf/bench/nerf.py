@@ -7,7 +7,6 @@ alike; the ratios are what to read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today
+from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
 from eugen_nerf.errors import InputError
 
 
@@ -103,10 +102,7 @@ class BenchNeRF:
             runs={"eugen": str(self.load_config), "dense": str(self.baseline_config or "untrained dense twin")},
         )
         print_table(results, self.console)
-        if self.output is not None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.output.write_text(json.dumps(results, indent=2) + "\n")
-            self.console.print(f"wrote {self.output}")
+        write_json_results(results, self.output, self.console)
         return results
 
 

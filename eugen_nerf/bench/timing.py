@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import platform
 import statistics
 import sys
@@ -81,3 +82,12 @@ def command_line(default: str) -> str:
 
 def today() -> str:
     return date.today().isoformat()
+
+
+def write_json_results(results: dict, output, console) -> None:
+    """Write a benchmark's results as JSON where --output says (nothing when it is None)."""
+    if output is None:
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"wrote {output}")

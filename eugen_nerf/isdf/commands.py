@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today
+from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
 from eugen_nerf.errors import InputError
 from eugen_nerf.isdf.data import DepthStream, GroundTruth
 from eugen_nerf.isdf.evaluation import (
@@ -318,10 +318,7 @@ class IsdfBench:
         results.update(date=today(), machine=machine_description(torch.device("cpu")),
                        command=command_line("eugen isdf bench"))
         self.print(results)
-        if self.output is not None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
-            self.output.write_text(json.dumps(results, indent=2) + "\n")
-            self.console.print(f"wrote {self.output}")
+        write_json_results(results, self.output, self.console)
         return results
 
     def measure(self, trainers: dict[str, ContinualTrainer], stream: DepthStream) -> dict:
