@@ -244,6 +244,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
 
     process = subprocess.Popen(ns_train(10**6, "--timestamp", "first"), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    import threading
+
+    watchdog = threading.Timer(240, process.kill)  # never hang CI if the step table never prints
+    watchdog.start()
     # training has started once the step table prints; let it run a little, then press Ctrl-C
     for line in process.stdout:
         if "Step (% Done)" in line:
@@ -251,6 +255,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
     time.sleep(3)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
+    watchdog.cancel()
     assert "Interrupted: saved step" in output, output[-2000:]
     checkpoint_dir = tmp_path / "ctrl-c" / "eugen-nerf" / "first" / "nerfstudio_models"
     (saved,) = checkpoint_dir.glob("step-*.ckpt")
