@@ -8,6 +8,8 @@ prints an `InputError` that escapes to the top as one line and leaves every othe
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console
@@ -20,6 +22,21 @@ class InputError(Exception):
 
     Not a ValueError on purpose: tyro catches ValueErrors raised while it builds a config and wraps
     them in its multi-line usage panel; an InputError from a config's __post_init__ passes through."""
+
+
+def check_flag_choice(flag: str, value: str, choices: Sequence[str]) -> None:
+    """A choice flag kept as a plain string (see InputError): refuse a value outside `choices`."""
+    if value not in choices:
+        raise InputError(f"{flag} must be {' or '.join(choices)}, got {value!r}")
+
+
+@contextmanager
+def flag_errors(flag: str) -> Iterator[None]:
+    """Report a ValueError of the layer code (e.g. EUGenConfig.validate) as an InputError naming the flag."""
+    try:
+        yield
+    except ValueError as error:
+        raise InputError(f"{flag}: {error}") from None
 
 
 def print_error(message: str) -> int:

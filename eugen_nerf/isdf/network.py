@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from eugen_nerf.errors import InputError
+from eugen_nerf.errors import InputError, check_flag_choice, flag_errors
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
 
 
@@ -75,17 +75,14 @@ class SDFNetworkConfig:
     """The network's output is multiplied by this (reference value)."""
 
     def validate(self) -> None:
-        if self.layer not in ("dense", "eugen"):
-            raise InputError(f"--network.layer must be dense or eugen, got {self.layer!r}")
+        check_flag_choice("--network.layer", self.layer, ("dense", "eugen"))
         bad = [i for i in self.eugen_layers if not 0 <= i <= self.hidden_layers]
         if bad:
             raise InputError(f"--network.eugen-layers has {bad}: indices must lie in 0..{self.hidden_layers}")
         if self.hidden_layers < 4 or self.width <= 0:
             raise InputError("--network.hidden-layers must be at least 4 and --network.width positive")
-        try:
+        with flag_errors("--network.eugen"):
             self.eugen.validate()
-        except ValueError as error:
-            raise InputError(f"--network.eugen: {error}") from None
 
 
 class SDFNetwork(nn.Module):

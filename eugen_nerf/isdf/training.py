@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from eugen_nerf.errors import InputError
+from eugen_nerf.errors import InputError, check_flag_choice
 from eugen_nerf.isdf.data import DepthStream
 from eugen_nerf.isdf.network import SDFNetwork
 
@@ -68,8 +68,7 @@ class ScheduleConfig:
     """Stop the stream after this many frames (None: the whole sequence)."""
 
     def validate(self) -> None:
-        if self.mode not in ("steps", "realtime"):
-            raise InputError(f"--schedule.mode must be steps or realtime, got {self.mode!r}")
+        check_flag_choice("--schedule.mode", self.mode, ("steps", "realtime"))
         for name in ("frame_stride", "window"):
             if getattr(self, name) < 1:
                 raise InputError(f"--schedule.{name.replace('_', '-')} must be at least 1")
@@ -164,8 +163,7 @@ class ContinualTrainer:
     def __init__(self, network: SDFNetwork, stream: DepthStream, sampling: SamplingConfig, losses: LossConfig,
                  schedule: ScheduleConfig, seed: int = 0) -> None:
         schedule.validate()
-        if sampling.bounds not in ("ray", "pc"):
-            raise InputError(f"--sampling.bounds must be ray or pc, got {sampling.bounds!r}")
+        check_flag_choice("--sampling.bounds", sampling.bounds, ("ray", "pc"))
         self.network, self.stream = network, stream
         self.sampling, self.losses, self.schedule = sampling, losses, schedule
         self.optimizer = torch.optim.AdamW(network.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)

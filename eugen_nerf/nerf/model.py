@@ -14,7 +14,7 @@ from nerfstudio.models.vanilla_nerf import NeRFModel, VanillaModelConfig
 from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from eugen_nerf.errors import InputError
+from eugen_nerf.errors import InputError, check_flag_choice, flag_errors
 from eugen_nerf.layers.mlp import EUGenConfig
 from eugen_nerf.nerf.checkpoints import check_state_fits
 from eugen_nerf.nerf.field import EUGenNeRFField, layer_kinds
@@ -55,14 +55,10 @@ class EUGenNeRFModelConfig(VanillaModelConfig):
     random (Blender test images are composited on white)."""
 
     def __post_init__(self) -> None:
-        for flag, value, choices in (("layer", self.layer, ("dense", "eugen")),
-                                     ("eval-background-color", self.eval_background_color, ("white", "black"))):
-            if value not in choices:
-                raise InputError(f"--pipeline.model.{flag} must be {' or '.join(choices)}, got {value!r}")
-        try:
+        check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
+        check_flag_choice("--pipeline.model.eval-background-color", self.eval_background_color, ("white", "black"))
+        with flag_errors("--pipeline.model.eugen"):
             self.eugen.validate()
-        except ValueError as error:
-            raise InputError(f"--pipeline.model.eugen: {error}") from None
 
     def base_layer_kinds(self) -> list[str]:
         return self._kinds(self.base_mlp_num_layers, self.eugen_base_layers, "eugen-base-layers")
