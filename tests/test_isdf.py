@@ -225,3 +225,17 @@ def test_replicacad_dataset_config_loads():
 
     config = DatasetConfig.load(CONFIGS_DIR / "isdf-replicacad.json")
     assert (config.width, config.height, config.fx, config.cx, config.depth_scale) == (1200, 680, 600.0, 599.5, 3276.75)
+
+
+@pytest.mark.parametrize("flag, value", [("--network.layer", "sparse"), ("--schedule.mode", "fast"),
+                                         ("--sampling.bounds", "normal"), ("--network.eugen.sampler", "uniform")])
+def test_bad_flag_values_are_one_line_errors(tiny_rgbd, tmp_path, capsys, flag, value):
+    assert main(["isdf", "train", "--data", str(tiny_rgbd), "--output", str(tmp_path / "run"), flag, value]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and flag.rsplit(".", 1)[0] in error and value in error
+
+
+def test_eval_of_a_folder_that_is_no_run_is_one_line_error(tmp_path, capsys):
+    assert main(["isdf", "eval", "--run-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "not an iSDF run folder" in error
