@@ -5,7 +5,6 @@ and a window of recent plus loss-weighted keyframes."""
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,9 +217,10 @@ class ContinualTrainer:
             return True
         if self.state.elapsed - self.state.last_keyframe_time > s.keyframe_max_interval_s:
             return True
-        frozen = copy.deepcopy(self.network).eval()
+        # The map as it stands before training on this frame is the "frozen" map: rendering is
+        # gradient-free and nothing trains in between, so no copy of the network is needed.
         origins, directions, depth = sample_rays(self.stream, frame, self.sampling.rays_per_frame, self.generator)
-        predicted = rendered_depth(frozen, origins, directions, float(depth.max()) + 0.5)
+        predicted = rendered_depth(self.network, origins, directions, float(depth.max()) + 0.5)
         good = ((predicted - depth).abs() / depth < 0.1).float().mean()
         return bool(good < s.keyframe_pixel_ratio)
 

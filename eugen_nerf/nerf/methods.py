@@ -44,8 +44,9 @@ def trainer_defaults() -> dict:
     }
 
 
-def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, max_steps: int = 200_000) -> dict:
-    """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training.
+def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5) -> dict:
+    """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training
+    (EUGenTrainer sets the decay's length to --max-num-iterations).
 
     nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead; RAdam's variance rectification
     acts as a ~1000-step warm-up, and on the CPU preset (1500 steps) that left both twins on the
@@ -53,7 +54,7 @@ def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, max_steps: int = 2
     """
     return {
         "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-08),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, max_steps=max_steps),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final),
     }
 
 
