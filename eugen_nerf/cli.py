@@ -1,6 +1,7 @@
 """The `eugen` command.
 
-    eugen GROUP NAME [flags]     bench layers|nerf, scene blender|dnerf|unbounded|rgbd (tyro dataclasses)
+    eugen GROUP NAME [flags]     bench layers|nerf, scene blender|dnerf|unbounded|rgbd, render time-sweep,
+                                 isdf train|eval|mesh|bench (tyro dataclasses)
     eugen demo [flags]           the README's main job
     eugen train PRESET [flags]   ns-train with a preset from configs/
 
@@ -25,6 +26,7 @@ SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
 COMMANDS: dict[str, dict[str, str]] = {
     "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF"},
     "scene": SCENES,
+    "render": {"time-sweep": "eugen_nerf.nerf.render:RenderTimeSweep"},
     "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
 }
 SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo"}

@@ -19,16 +19,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio.v2 as imageio
 import numpy as np
-import torch
 import tyro
 from rich.console import Console
-from rich.progress import track
 
 from eugen_nerf.bench.nerf import compare_pipelines, print_table
 from eugen_nerf.bench.timing import command_line, machine_description, today
 from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.render import render_frames
 from eugen_nerf.presets import load_preset
 from eugen_nerf.scenes.render import look_at
 
@@ -156,22 +154,13 @@ def orbit_camera_path(pipeline, frames: int) -> dict:
             "seconds": frames / 12, "camera_path": path}
 
 
-@torch.no_grad()
 def render_orbit(pipeline, folder: Path, frames: int) -> dict[str, Path]:
     from nerfstudio.cameras.camera_paths import get_path_from_json
 
     folder.mkdir(parents=True, exist_ok=True)
     path_json = orbit_camera_path(pipeline, frames)
     (folder / "camera_path.json").write_text(json.dumps(path_json, indent=1) + "\n")
-    cameras = get_path_from_json(path_json).to(pipeline.device)
-    images = []
-    for index in track(range(frames), description="orbit frames"):
-        rgb = pipeline.model.get_outputs_for_camera(cameras[index : index + 1])["rgb"]
-        image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        imageio.imwrite(folder / f"frame_{index:03d}.png", image)
-        images.append(image)
-    gif = folder / "orbit.gif"
-    imageio.mimsave(gif, images, duration=1000 / 12, loop=0)
+    gif = render_frames(pipeline, get_path_from_json(path_json), folder, "orbit.gif")
     return {"gif": gif, "frames": folder, "camera_path": folder / "camera_path.json"}
 
 
@@ -214,18 +203,18 @@ def report(results: dict) -> str:
         f"{results['date']}, {results['machine']}; preset `{results['preset']}`; `{results['command']}`; "
         f"{results['demo_seconds'] / 60:.1f} minutes in all.",
         "",
-        "| twin | parameters | train s | test PSNR | SSIM | LPIPS | coarse field Mpts/s | image ms |",
+        "| twin | parameters | train s | test PSNR | SSIM | LPIPS | field Mpts/s | image ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for layer, row in (("dense", dense), ("eugen", eugen)):
         lines.append(
             f"| {layer} | {row['parameters']:,} | {results['train_seconds'][layer]:.0f} | "
             f"{scores[layer]['psnr']:.2f} | {scores[layer]['fine_ssim']:.3f} | {lpips(layer)} | "
-            f"{row['coarse_points_per_s'] / 1e6:.2f} | {row['image_ms']:.0f} |")
+            f"{row['points_per_s']['coarse'] / 1e6:.2f} | {row['image_ms']:.0f} |")
     lines += [
         "",
-        f"- EUGen field throughput: **{speedup['field']:.2f}x** the dense twin's (fine field "
-        f"{speedup['fine_field']:.2f}x); whole-image render **{speedup['image']:.2f}x** faster.",
+        f"- EUGen field throughput: **{speedup['field']:.2f}x** the dense twin's; whole-image render "
+        f"**{speedup['image']:.2f}x** faster.",
         f"- Test PSNR: EUGen {gap:+.2f} dB against dense.",
         "",
         "![quality against inference time](quality_vs_time.png)",

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Blender scene and eugen-nerf configs reduced the way nerfstudio's own
+"""Shared fixtures: tiny scenes and method configs reduced the way nerfstudio's own
 tests/test_train.py reduces its methods (CPU, 4 rays, 4 + 4 samples, 2 steps, tensorboard)."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ def tiny_blender(tmp_path_factory) -> Path:
     return out
 
 
-def reduced_config(data: Path, output: Path, layer: str, steps: int = 2):
-    from eugen_nerf.nerf.methods import eugen_nerf
+def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method: str = "eugen_nerf"):
+    """A method's config (eugen_nerf, eugen_dnerf or eugen_mipnerf360) at smoke-test size."""
+    from eugen_nerf.nerf import methods
 
-    config = copy.deepcopy(eugen_nerf.config)
+    config = copy.deepcopy(getattr(methods, method).config)
     config.machine.device_type = "cpu"
     config.output_dir = output
     config.experiment_name = "smoke"
@@ -34,8 +35,12 @@ def reduced_config(data: Path, output: Path, layer: str, steps: int = 2):
     config.pipeline.datamanager.eval_num_rays_per_batch = 4
     model = config.pipeline.model
     model.layer = layer
-    model.num_coarse_samples = model.num_importance_samples = 4
     model.eval_num_rays_per_chunk = 256
+    if method == "eugen_mipnerf360":
+        model.base_mlp_layer_width, model.proposal_mlp_layer_width = 64, 32
+        model.num_proposal_samples_per_ray, model.num_nerf_samples_per_ray = (4, 4), 4
+    else:
+        model.num_coarse_samples = model.num_importance_samples = 4
     return config
 
 

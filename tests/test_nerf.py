@@ -3,6 +3,7 @@ training runs and resumes, checkpoints load safely, bad input is one line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -190,8 +191,11 @@ def test_presets_build_configs():
 
 # ----------------------------------------------------------------------------- nerfstudio's own tools
 def ns(tool: str, *args: str) -> subprocess.CompletedProcess:
-    executable = Path(sys.executable).parent / tool
-    return subprocess.run([str(executable), *args], capture_output=True, text=True, timeout=300)
+    bin_dir = Path(sys.executable).parent
+    # ns-render needs the ffmpeg that scripts/setup.sh links into the venv's bin, also when pytest is
+    # started without activating the venv
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(bin_dir / tool), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.mark.slow

@@ -77,3 +77,11 @@ def check_state_fits(expected: Mapping[str, Any], state: Mapping[str, Any], flag
                 f"the checkpoint's {key} has shape {tuple(value.shape)} but this model's has "
                 f"{tuple(expected[key].shape)} (different k, m or width); load a run with its own config.yml"
             )
+
+
+def checked_state(model: torch.nn.Module, state: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model state checked to fit `model` (check_state_fits), without the frozen LPIPS
+    backbone that checkpoints of stock nerfstudio models carry (ours never do)."""
+    state = {key: value for key, value in state.items() if not key.startswith("lpips.")}
+    check_state_fits(model.state_dict(), state, "--pipeline.model.layer")
+    return state

@@ -7,12 +7,14 @@ and a problem is one line naming the file.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from PIL import Image
@@ -38,6 +40,23 @@ def check_images(outputs: DataparserOutputs, split: str) -> None:
                 f"{path}: image is {width}x{height} but its camera is {expected[0]}x{expected[1]} "
                 f"(all images of a Blender scene share the first image's size)"
             )
+
+
+def check_times(data: Path) -> None:
+    """A D-NeRF scene gives every frame of every split a time (nerfstudio's dnerf-data parser fails
+    with a bare KeyError('time') otherwise)."""
+    for split in ("train", "val", "test"):
+        path = data / f"transforms_{split}.json"
+        if not path.is_file():
+            continue  # nerfstudio's own message names a missing transforms file
+        try:
+            frames = json.loads(path.read_text()).get("frames", [])
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise InputError(f"{path}: not a transforms JSON object ({error})") from None
+        missing = [index for index, frame in enumerate(frames) if "time" not in frame]
+        if missing:
+            raise InputError(f"{path}: {len(missing)} of {len(frames)} frames have no \"time\" (first: frame "
+                             f"{missing[0]}); a D-NeRF scene (dnerf-data) needs a time in [0, 1] per frame")
 
 
 def float32_cameras(outputs: DataparserOutputs) -> DataparserOutputs:
@@ -82,6 +101,8 @@ class EUGenDataManager(VanillaDataManager[InputDataset]):
     config: EUGenDataManagerConfig
 
     def __init__(self, config: EUGenDataManagerConfig, *args, **kwargs) -> None:
+        if isinstance(config.dataparser, DNeRFDataParserConfig):
+            check_times(config.data or config.dataparser.data)
         try:
             super().__init__(config, *args, **kwargs)
         except FileNotFoundError as error:

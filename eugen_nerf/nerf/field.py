@@ -17,6 +17,7 @@ from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from nerfstudio.fields.base_field import Field
 from torch import Tensor, nn
 
+from eugen_nerf.errors import InputError
 from eugen_nerf.layers.factored import Piece, linear_on_pieces
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
 
@@ -29,10 +30,32 @@ def layer_kinds(num_layers: int, eugen_layers: Sequence[int], name: str) -> list
     return ["eugen" if i in set(eugen_layers) else "dense" for i in range(num_layers)]
 
 
+def choose_layer_kinds(layer: str, num_layers: int, eugen_layers: Sequence[int], name: str) -> list[str]:
+    """The kinds of an MLP's layers under a method's `--pipeline.model.layer` flag: all dense for the
+    dense twin, else EUGen at the listed indices; a bad index is a one-line flag error."""
+    if layer == "dense":
+        return ["dense"] * num_layers
+    try:
+        return layer_kinds(num_layers, eugen_layers, name)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
 def apply_head(head: FieldHead, features: Piece) -> Tensor:
     """A field head (one linear layer + activation) on a dense or factored input."""
     out = linear_on_pieces(head.net.weight, head.net.bias, [features])
     return head.activation(out) if head.activation is not None else out
+
+
+def integrated_encoding(
+    encoding: Encoding, ray_samples: RaySamples, contraction: SpatialDistortion | None
+) -> Tensor:
+    """mip-NeRF's integrated positional encoding of each sample's conical frustum (as a Gaussian),
+    after the scene contraction (which maps the Gaussian through its linearisation)."""
+    gaussians = ray_samples.frustums.get_gaussian_blob()
+    if contraction is not None:
+        gaussians = contraction(gaussians)
+    return encoding(gaussians.mean, covs=gaussians.cov)
 
 
 class EUGenNeRFField(Field):
@@ -83,10 +106,7 @@ class EUGenNeRFField(Field):
 
     def encode_positions(self, ray_samples: RaySamples) -> Tensor:
         if self.use_integrated_encoding:
-            gaussians = ray_samples.frustums.get_gaussian_blob()
-            if self.spatial_distortion is not None:
-                gaussians = self.spatial_distortion(gaussians)
-            return self.position_encoding(gaussians.mean, covs=gaussians.cov)
+            return integrated_encoding(self.position_encoding, ray_samples, self.spatial_distortion)
         positions = ray_samples.frustums.get_positions()
         if self.spatial_distortion is not None:
             positions = self.spatial_distortion(positions)

@@ -17,12 +17,16 @@ install_excepthook()
 import torch  # noqa: E402
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: E402
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: E402
+from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig  # noqa: E402
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig  # noqa: E402
 from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
 from eugen_nerf.nerf.data import EUGenDataManagerConfig  # noqa: E402
+from eugen_nerf.nerf.dnerf import EUGenDNeRFModelConfig  # noqa: E402
+from eugen_nerf.nerf.mipnerf360 import EUGenMipNeRF360ModelConfig  # noqa: E402
 from eugen_nerf.nerf.model import EUGenNeRFModelConfig  # noqa: E402
 from eugen_nerf.nerf.trainer import EUGenTrainerConfig  # noqa: E402
 
@@ -74,4 +78,43 @@ eugen_nerf = MethodSpecification(
         **trainer_defaults(),
     ),
     description="vanilla NeRF with EUGen layers in its field MLPs (--pipeline.model.layer dense: the dense twin)",
+)
+
+eugen_dnerf = MethodSpecification(
+    config=EUGenTrainerConfig(
+        method_name="eugen-dnerf",
+        # nerfstudio's dnerf at paper scale (canonical NeRF 8x256, deformation 3x256 + linear); on a CPU
+        # use `eugen train dnerf-cpu`.
+        max_num_iterations=200_000,
+        steps_per_eval_batch=500,
+        steps_per_save=1000,
+        pipeline=VanillaPipelineConfig(
+            datamanager=EUGenDataManagerConfig(dataparser=DNeRFDataParserConfig(data=DATA_DIR / "dnerf")),
+            model=EUGenDNeRFModelConfig(),
+        ),
+        optimizers={"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
+        **trainer_defaults(),
+    ),
+    description="D-NeRF with EUGen layers in its canonical field and deformation MLPs (--pipeline.model.layer dense: "
+    "the dense twin)",
+)
+
+eugen_mipnerf360 = MethodSpecification(
+    config=EUGenTrainerConfig(
+        method_name="eugen-mipnerf360",
+        # mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples; Adam 2e-3
+        # decayed to 2e-5); on a CPU use `eugen train mipnerf360-cpu`.
+        max_num_iterations=250_000,
+        steps_per_eval_batch=500,
+        steps_per_save=1000,
+        pipeline=VanillaPipelineConfig(
+            datamanager=EUGenDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(data=DATA_DIR / "unbounded"), train_num_rays_per_batch=4096),
+            model=EUGenMipNeRF360ModelConfig(),
+        ),
+        optimizers={"fields": adam_with_decay(2e-3, 2e-5), "proposal_networks": adam_with_decay(2e-3, 2e-5)},
+        **trainer_defaults(),
+    ),
+    description="mip-NeRF 360 with EUGen layers in its NeRF and proposal MLPs (--pipeline.model.layer dense: the dense "
+    "twin)",
 )

@@ -36,6 +36,16 @@ def plain(value: Any) -> Any:
 class EUGenTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: EUGenTrainer)
 
+    def set_experiment_name(self) -> None:
+        """Name runs after the scene also when only the dataparser's --data is set (a method's default
+        scene, `ns-train METHOD blender-data --data X`): nerfstudio looks at the data manager's only
+        and calls every such run "unnamed"."""
+        if self.experiment_name is None and self.pipeline.datamanager.data is None:
+            data = getattr(self.pipeline.datamanager.dataparser, "data", None)
+            if data is not None:
+                self.experiment_name = (data.parent if data.is_file() else data).name
+        super().set_experiment_name()
+
 
 class EUGenTrainer(Trainer):
     config: EUGenTrainerConfig

@@ -1,0 +1,82 @@
+"""mip-NeRF 360's proposal sampling: small density-only MLPs that resample each ray twice before the
+NeRF MLP sees it, trained by the interlevel loss to bound the NeRF's weights.
+
+nerfstudio's `ProposalNetworkSampler` calls its density functions on sample *positions*; mip-NeRF 360's
+proposal MLPs see integrated positional encodings of conical frustums, which need the whole
+`RaySamples`. `FrustumProposalSampler` is that sampler with the density functions given the samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.field_components.activations import trunc_exp
+from nerfstudio.field_components.encodings import NeRFEncoding
+from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+from nerfstudio.model_components.ray_samplers import PDFSampler, Sampler, UniformLinDispPiecewiseSampler
+from torch import Tensor, nn
+
+from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
+from eugen_nerf.nerf.field import integrated_encoding
+
+
+class ProposalDensityField(nn.Module):
+    """A proposal MLP: integrated positional encoding of the contracted frustum -> MLP -> density."""
+
+    def __init__(
+        self,
+        layer_kinds: Sequence[str],
+        layer_width: int,
+        eugen: EUGenConfig,
+        num_frequencies: int,
+        contraction: SpatialDistortion | None,
+    ) -> None:
+        super().__init__()
+        self.encoding = NeRFEncoding(in_dim=3, num_frequencies=num_frequencies, min_freq_exp=0.0,
+                                     max_freq_exp=num_frequencies - 1.0, include_input=True)
+        self.contraction = contraction
+        # The output layer (to one density) stays dense: an EUGen layer to width 1 saves nothing.
+        self.mlp = EUGenMLP(in_dim=self.encoding.get_out_dim(), num_layers=len(layer_kinds) + 1,
+                            layer_width=layer_width, out_dim=1, layer_kinds=[*layer_kinds, "dense"], eugen=eugen)
+
+    def forward(self, ray_samples: RaySamples) -> Tensor:
+        encoded = integrated_encoding(self.encoding, ray_samples, self.contraction)
+        raw = self.mlp(encoded.reshape(-1, encoded.shape[-1])).reshape(*encoded.shape[:-1], 1)
+        # mip-NeRF 360 shifts the pre-activation down so an untrained proposal starts nearly empty.
+        return trunc_exp(raw - 1.0)
+
+
+class FrustumProposalSampler(Sampler):
+    """Uniform-in-disparity samples, then one PDF resampling per proposal level, each level weighted by
+    its own proposal MLP; returns the NeRF's samples and every level's (samples, weights) for the
+    interlevel and distortion losses."""
+
+    def __init__(self, num_proposal_samples: Sequence[int], num_nerf_samples: int, single_jitter: bool = True) -> None:
+        super().__init__()
+        self.num_proposal_samples = tuple(num_proposal_samples)
+        self.num_nerf_samples = num_nerf_samples
+        self.initial_sampler = UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
+        self.pdf_sampler = PDFSampler(include_original=False, single_jitter=single_jitter)
+
+    def generate_ray_samples(
+        self, ray_bundle: RayBundle | None = None, density_fns: Sequence[Callable[[RaySamples], Tensor]] | None = None
+    ) -> tuple[RaySamples, list[Tensor], list[RaySamples]]:
+        assert ray_bundle is not None and density_fns is not None
+        if len(density_fns) != len(self.num_proposal_samples):
+            raise ValueError(f"{len(density_fns)} proposal networks for {len(self.num_proposal_samples)} levels")
+        weights_list: list[Tensor] = []
+        samples_list: list[RaySamples] = []
+        samples = weights = None
+        for level, count in enumerate([*self.num_proposal_samples, self.num_nerf_samples]):
+            if samples is None:
+                samples = self.initial_sampler(ray_bundle, num_samples=count)
+            else:
+                samples = self.pdf_sampler(ray_bundle, samples, weights, num_samples=count)
+            if level < len(density_fns):
+                weights = samples.get_weights(density_fns[level](samples))
+                weights_list.append(weights)
+                samples_list.append(samples)
+        assert samples is not None
+        return samples, weights_list, samples_list
+
