@@ -135,9 +135,11 @@ def test_time_sweep_renders_a_gif(method_runs, tmp_path):
         RenderTimeSweep(load_config=method_runs["eugen_mipnerf360", "eugen"], output=tmp_path).run()
 
 
-def test_bench_times_every_field_of_mipnerf360(method_runs):
+def test_bench_times_every_field(method_runs):
     results = BenchNeRF(load_config=method_runs["eugen_mipnerf360", "eugen"], points=1024, repeats=1).run()
     assert set(results["speedup"]["eugen"]["per_field"]) == {"nerf", "proposal_0", "proposal_1"}
+    dnerf = BenchNeRF(load_config=method_runs["eugen_dnerf", "eugen"], points=1024, repeats=1).run()
+    assert set(dnerf["speedup"]["eugen"]["per_field"]) == {"coarse", "fine", "deformation"}
     assert results["speedup"]["dense"]["field"] == 1.0 and results["speedup"]["eugen"]["image"] > 0
 
 

@@ -9,8 +9,10 @@ alike; the ratios are what to read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import tyro
@@ -19,6 +21,9 @@ from rich.table import Table
 
 from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
 from eugen_nerf.errors import InputError
+
+if TYPE_CHECKING:  # nerfstudio is imported when a benchmark runs, not when this module loads
+    from nerfstudio.cameras.rays import RaySamples
 
 
 def field_parameter_count(model: torch.nn.Module) -> int:
@@ -109,12 +114,21 @@ class BenchNeRF:
         return results
 
 
-def timed_fields(model) -> dict[str, torch.nn.Module]:
-    """A model's MLP fields by name, each called on RaySamples: the NeRF MLP and the proposal MLPs of
-    eugen-mipnerf360, the coarse and fine fields of eugen-nerf / eugen-dnerf (and nerfstudio's NeRFs)."""
+def timed_fields(model) -> dict[str, Callable[[RaySamples], object]]:
+    """A model's MLP passes by name, each called on RaySamples: the NeRF MLP and the proposal MLPs of
+    eugen-mipnerf360; the coarse and fine fields of eugen-nerf (and nerfstudio's NeRFs), plus the
+    deformation MLP of eugen-dnerf (at time 0.5)."""
     if hasattr(model, "proposal_networks"):
         return {"nerf": model.field, **{f"proposal_{i}": net for i, net in enumerate(model.proposal_networks)}}
-    return {"coarse": model.field_coarse, "fine": model.field_fine}
+    fields: dict[str, Callable[[RaySamples], object]] = {"coarse": model.field_coarse, "fine": model.field_fine}
+    deformation = getattr(model, "temporal_distortion", None)
+    if deformation is not None:
+        def deform(samples: RaySamples):
+            positions = samples.frustums.get_positions()
+            return deformation(positions, torch.full_like(positions[..., :1], 0.5))
+
+        fields["deformation"] = deform
+    return fields
 
 
 @torch.no_grad()

@@ -62,59 +62,46 @@ def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5) -> dict:
     }
 
 
-eugen_nerf = MethodSpecification(
-    config=EUGenTrainerConfig(
-        method_name="eugen-nerf",
-        # Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use
-        # the preset `eugen train nerf-cpu` (configs/nerf-cpu.yml).
-        max_num_iterations=200_000,
-        steps_per_eval_batch=500,
-        steps_per_save=1000,
-        pipeline=VanillaPipelineConfig(
-            datamanager=EUGenDataManagerConfig(dataparser=BlenderDataParserConfig(data=DATA_DIR / "blender")),
-            model=EUGenNeRFModelConfig(),
+def method(name: str, description: str, dataparser, model, optimizers: dict, max_num_iterations: int = 200_000,
+           **datamanager) -> MethodSpecification:
+    """A method of this package: our trainer (safe, resumable checkpoints), nerfstudio's vanilla
+    pipeline and data manager (with scene checks), a default embedded scene and trainer_defaults()."""
+    return MethodSpecification(
+        config=EUGenTrainerConfig(
+            method_name=name,
+            max_num_iterations=max_num_iterations,
+            steps_per_eval_batch=500,
+            steps_per_save=1000,
+            pipeline=VanillaPipelineConfig(
+                datamanager=EUGenDataManagerConfig(dataparser=dataparser, **datamanager), model=model),
+            optimizers=optimizers,
+            **trainer_defaults(),
         ),
-        optimizers={"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
-        **trainer_defaults(),
-    ),
-    description="vanilla NeRF with EUGen layers in its field MLPs (--pipeline.model.layer dense: the dense twin)",
+        description=f"{description} (--pipeline.model.layer dense: the dense twin)",
+    )
+
+
+# Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use the
+# preset `eugen train nerf-cpu` (configs/nerf-cpu.yml).
+eugen_nerf = method(
+    "eugen-nerf", "vanilla NeRF with EUGen layers in its field MLPs",
+    BlenderDataParserConfig(data=DATA_DIR / "blender"), EUGenNeRFModelConfig(),
+    {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
 )
 
-eugen_dnerf = MethodSpecification(
-    config=EUGenTrainerConfig(
-        method_name="eugen-dnerf",
-        # nerfstudio's dnerf at paper scale (canonical NeRF 8x256, deformation 3x256 + linear); on a CPU
-        # use `eugen train dnerf-cpu`.
-        max_num_iterations=200_000,
-        steps_per_eval_batch=500,
-        steps_per_save=1000,
-        pipeline=VanillaPipelineConfig(
-            datamanager=EUGenDataManagerConfig(dataparser=DNeRFDataParserConfig(data=DATA_DIR / "dnerf")),
-            model=EUGenDNeRFModelConfig(),
-        ),
-        optimizers={"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
-        **trainer_defaults(),
-    ),
-    description="D-NeRF with EUGen layers in its canonical field and deformation MLPs (--pipeline.model.layer dense: "
-    "the dense twin)",
+# nerfstudio's dnerf at paper scale (canonical NeRF 8x256, deformation 3x256 + linear); on a CPU use
+# `eugen train dnerf-cpu`.
+eugen_dnerf = method(
+    "eugen-dnerf", "D-NeRF with EUGen layers in its canonical field and deformation MLPs",
+    DNeRFDataParserConfig(data=DATA_DIR / "dnerf"), EUGenDNeRFModelConfig(),
+    {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
 )
 
-eugen_mipnerf360 = MethodSpecification(
-    config=EUGenTrainerConfig(
-        method_name="eugen-mipnerf360",
-        # mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples; Adam 2e-3
-        # decayed to 2e-5); on a CPU use `eugen train mipnerf360-cpu`.
-        max_num_iterations=250_000,
-        steps_per_eval_batch=500,
-        steps_per_save=1000,
-        pipeline=VanillaPipelineConfig(
-            datamanager=EUGenDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(data=DATA_DIR / "unbounded"), train_num_rays_per_batch=4096),
-            model=EUGenMipNeRF360ModelConfig(),
-        ),
-        optimizers={"fields": adam_with_decay(2e-3, 2e-5), "proposal_networks": adam_with_decay(2e-3, 2e-5)},
-        **trainer_defaults(),
-    ),
-    description="mip-NeRF 360 with EUGen layers in its NeRF and proposal MLPs (--pipeline.model.layer dense: the dense "
-    "twin)",
+# mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples, 4096 rays; Adam
+# 2e-3 decayed to 2e-5 over 250k steps); on a CPU use `eugen train mipnerf360-cpu`.
+eugen_mipnerf360 = method(
+    "eugen-mipnerf360", "mip-NeRF 360 with EUGen layers in its NeRF and proposal MLPs",
+    NerfstudioDataParserConfig(data=DATA_DIR / "unbounded"), EUGenMipNeRF360ModelConfig(),
+    {"fields": adam_with_decay(2e-3, 2e-5), "proposal_networks": adam_with_decay(2e-3, 2e-5)},
+    max_num_iterations=250_000, train_num_rays_per_batch=4096,
 )
