@@ -3,6 +3,7 @@
     eugen GROUP NAME [flags]     bench layers|nerf, scene blender|dnerf|unbounded|rgbd, render time-sweep,
                                  isdf train|eval|mesh|bench (tyro dataclasses)
     eugen demo [flags]           the README's main job
+    eugen distill [flags]        a dense NeRF run -> an EUGen run, closed form (no backpropagation)
     eugen train PRESET [flags]   ns-train with a preset from configs/
 
 Commands are imported when chosen: the NeRF ones import nerfstudio, which takes seconds.
@@ -29,7 +30,7 @@ COMMANDS: dict[str, dict[str, str]] = {
     "render": {"time-sweep": "eugen_nerf.nerf.render:RenderTimeSweep"},
     "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
 }
-SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo"}
+SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo", "distill": "eugen_nerf.nerf.distill:Distill"}
 
 
 def load(target: str) -> type:

@@ -283,3 +283,43 @@ def test_unknown_flag_value_is_one_line_error(flag, value):
 
     with pytest.raises(InputError, match=f"--pipeline.model.{flag.split('.')[0]}.*{value}"):
         tyro.cli(AnnotatedBaseConfigUnion, args=["eugen-nerf", f"--pipeline.model.{flag}", value])
+
+
+# ----------------------------------------------------------------------------- eugen distill
+def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from eugen_nerf.nerf.distill import Distill
+
+    results = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()
+    student = Path(results["student"])
+    assert student.is_relative_to(tmp_path) and student.parent.name.endswith("-distilled")
+    assert len(results["layers"]) == 2 * 7 + 2 * 2  # coarse and fine: EUGen base layers 1-7, head layers 0-1
+    assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    checkpoint = next((student.parent / "nerfstudio_models").glob("step-*.ckpt"))
+    state = torch.load(checkpoint, weights_only=True)["pipeline"]
+    assert any(key.endswith(".projection_seed") for key in state)
+    _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
+    assert pipeline.model.config.layer == "eugen"
+
+
+def test_distill_refuses_bad_input(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.distill import Distill
+
+    with pytest.raises(InputError, match="already an EUGen run"):
+        Distill(load_config=tiny_runs["eugen"]).run()
+    with pytest.raises(InputError, match="--load-config not found"):
+        Distill(load_config=tmp_path / "nowhere.yml").run()
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_runs["dense"].parent, run)
+    config = (run / "config.yml").read_text()
+    (run / "config.yml").write_text(config.replace("method_name: eugen-nerf", "method_name: nerfacto"))
+    with pytest.raises(InputError, match="method 'nerfacto' cannot be distilled"):
+        Distill(load_config=run / "config.yml").run()
+    import yaml
+
+    moved = yaml.load(config, Loader=yaml.Loader)
+    moved.timestamp = "never-trained"  # its checkpoints would be in .../never-trained/nerfstudio_models
+    (run / "config.yml").write_text(yaml.dump(moved))
+    with pytest.raises(InputError, match="checkpoint folder not found|no step-N.ckpt"):
+        Distill(load_config=run / "config.yml").run()

@@ -1,0 +1,242 @@
+"""`eugen distill`: a trained dense NeRF run -> an EUGen run, without backpropagation (EUGEN-MATH 3).
+
+The student is the teacher's architecture with EUGen layers at the chosen indices; every other weight
+(encodings, dense layers, heads) is copied. The EUGen layers are fitted one after the other by the
+closed form of `distill_linear`, on points sampled along training rays the way the model samples them
+(coarse: uniform; fine: the coarse field's PDF), each layer on the student's *own* inputs, i.e. after
+the layers before it were distilled, against the teacher layer's output on those inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tyro
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from eugen_nerf.errors import InputError
+from eugen_nerf.layers.distill import distill_linear
+from eugen_nerf.layers.eugen import EUGenLinear
+from eugen_nerf.nerf.checkpoints import latest_checkpoint, save_atomically
+
+SUPPORTED = ("eugen-nerf", "vanilla-nerf")
+
+
+def load_teacher_config(path: Path):
+    """The dense run's TrainerConfig, refusing what cannot be distilled before anything is loaded."""
+    import yaml
+
+    import eugen_nerf.nerf.methods  # noqa: F401 - our methods (and nerfstudio's) registered in-process
+
+    if not path.is_file():
+        raise InputError(f"{path}: --load-config not found (expected a run's config.yml)")
+    try:
+        config = yaml.load(path.read_text(), Loader=yaml.Loader)  # nerfstudio's own config format
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not a nerfstudio config.yml ({str(error).splitlines()[0]})") from None
+    method = getattr(config, "method_name", None)
+    if method not in SUPPORTED:
+        raise InputError(f"{path}: method {method!r} cannot be distilled; supported: {', '.join(SUPPORTED)}")
+    if getattr(config.pipeline.model, "layer", "dense") != "dense":
+        raise InputError(f"{path}: already an EUGen run (--pipeline.model.layer eugen); distill a dense run")
+    latest_checkpoint(config.get_checkpoint_dir())  # one-line error when there is none
+    return config
+
+
+def student_config(teacher, distill: Distill):
+    """eugen-nerf's config for the teacher's architecture and data, EUGen layers as asked."""
+    from eugen_nerf.nerf.methods import eugen_nerf
+    from eugen_nerf.nerf.model import EUGenNeRFModelConfig
+
+    config = copy.deepcopy(teacher)
+    if teacher.method_name == "vanilla-nerf":
+        shared = {f.name: getattr(teacher.pipeline.model, f.name) for f in dataclasses.fields(teacher.pipeline.model)
+                  if f.name != "_target" and f.init}
+        config.pipeline.model = EUGenNeRFModelConfig(**shared)
+        config.optimizers = copy.deepcopy(eugen_nerf.config.optimizers)
+    model = config.pipeline.model
+    model.layer = "eugen"
+    if distill.eugen_base_layers is not None:
+        model.eugen_base_layers = tuple(distill.eugen_base_layers)
+    if distill.eugen_head_layers is not None:
+        model.eugen_head_layers = tuple(distill.eugen_head_layers)
+    model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
+                                      seed=distill.seed)
+    model.__post_init__()
+    config.method_name = "eugen-nerf"
+    config.load_dir = config.load_checkpoint = None
+    return config
+
+
+@torch.no_grad()
+def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
+    """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    count = len(cameras)
+    index = torch.randint(count, (num_rays,), generator=generator)
+    heights, widths = cameras.height[index, 0].float(), cameras.width[index, 0].float()
+    coords = torch.stack([torch.rand(num_rays, generator=generator) * heights,
+                          torch.rand(num_rays, generator=generator) * widths], dim=-1)
+    bundles = [cameras.generate_rays(camera_indices=int(i), coords=coords[j : j + 1])
+               for j, i in enumerate(index.tolist())]
+    fields = {name: torch.cat([getattr(b, name).reshape(1, -1) for b in bundles])
+              for name in ("origins", "directions", "pixel_area")}
+    bundle = RayBundle(**fields, camera_indices=index[:, None]).to(model.device)
+    bundle = model.collider(bundle)
+    coarse = model.sampler_uniform(bundle)
+    weights = coarse.get_weights(model.field_coarse.forward(coarse)[_density()])
+    fine = model.sampler_pdf(bundle, coarse, weights)
+    return {"field_coarse": coarse, "field_fine": fine}
+
+
+def _density():
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    return FieldHeadNames.DENSITY
+
+
+def eugen_layers(field_module) -> list[tuple[str, int, EUGenLinear]]:
+    """(mlp name, index, layer) of the EUGen layers of a field, in the order data flows through them."""
+    return [(name, index, layer) for name in ("mlp_base", "mlp_head")
+            for index, layer in enumerate(getattr(field_module, name).layers) if isinstance(layer, EUGenLinear)]
+
+
+@torch.no_grad()
+def layer_inputs(field_module, samples, layer: nn.Module, chunk: int) -> list[torch.Tensor]:
+    """What `layer` receives when the field runs on `samples` (layer by layer, chunked)."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach()))
+    try:
+        flat = samples.reshape(-1)
+        for start in range(0, len(flat), chunk):
+            field_module.forward(flat[start : start + chunk])
+    finally:
+        handle.remove()
+    return captured
+
+
+@dataclass
+class Distill:
+    """Turn a trained dense run (eugen-nerf's dense twin or nerfstudio's vanilla-nerf) into an
+    eugen-nerf run by layer-wise closed-form fits (no backpropagation); ns-eval and ns-render load
+    the result as it is."""
+
+    load_config: Path
+    """config.yml of the dense run."""
+    output_dir: Path | None = None
+    """As ns-train's --output-dir: the run is written to OUTPUT_DIR/EXPERIMENT/eugen-nerf/TIMESTAMP-distilled
+    (EXPERIMENT and TIMESTAMP the teacher's); default: the teacher run's own output dir."""
+    rays: int = 2048
+    """Training rays whose samples the layers are fitted on."""
+    num_features: int = 16
+    """m of the EUGen layers."""
+    order: int = 2
+    """k of the EUGen layers."""
+    eugen_base_layers: tuple[int, ...] | None = None
+    """Base-MLP layers to replace; default: the run's --pipeline.model.eugen-base-layers (eugen-nerf's default
+    for vanilla-nerf runs)."""
+    eugen_head_layers: tuple[int, ...] | None = None
+    """View-head layers to replace; default as for the base layers."""
+    ridge: float = 1e-6
+    """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
+    refine_steps: int = 0
+    """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
+    seed: int = 0
+    """Seed of the rays and of the random projections."""
+    chunk: int = 65_536
+    """Points per forward pass while collecting layer inputs."""
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
+
+    def run(self) -> dict:
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        for name in ("rays", "num_features", "order", "chunk"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        teacher_config = load_teacher_config(self.load_config)
+        started = time.perf_counter()
+        _, teacher, _, step = eval_setup(self.load_config, test_mode="inference")
+        teacher.eval()
+        config = student_config(teacher_config, self)
+        # where ns-eval / ns-render look: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP/nerfstudio_models
+        run_dir = self.load_config.resolve().parent
+        config.output_dir = self.output_dir or run_dir.parent.parent.parent
+        config.experiment_name = run_dir.parent.parent.name
+        config.timestamp = f"{run_dir.name}-distilled"
+        config.relative_model_dir = Path("nerfstudio_models")
+        output = config.get_base_dir()
+        torch.manual_seed(self.seed)
+        student = config.pipeline.setup(device=teacher.device, test_mode="inference")
+        student.eval()
+        copied = copy_matching_weights(teacher.model, student.model)
+        samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras.to(teacher.device),
+                                   self.rays, torch.Generator().manual_seed(self.seed))
+        fits = []
+        for field_name, field_samples in samples.items():
+            student_field, teacher_field = getattr(student.model, field_name), getattr(teacher.model, field_name)
+            for mlp in (student_field.mlp_base, student_field.mlp_head):
+                mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
+            for mlp_name, index, layer in eugen_layers(student_field):
+                inputs = layer_inputs(student_field, field_samples, layer, self.chunk)
+                target = nn.Sequential(getattr(teacher_field, mlp_name).layers[index], nn.ReLU())
+                refine = self.refine_steps
+                report = distill_linear(layer, (lambda x=inputs: iter(x)) if refine else inputs, teacher=target,
+                                        ridge=self.ridge, refine_steps=refine)
+                fits.append({"field": field_name, "layer": f"{mlp_name}.layers.{index}",
+                             "relative_error": report.relative_error,
+                             "refined_relative_error": report.refined_relative_error,
+                             "points": report.num_inputs, "seconds": report.seconds})
+            for mlp in (student_field.mlp_base, student_field.mlp_head):
+                mlp.bundle = "auto"
+        seconds = time.perf_counter() - started
+        write_run(config, student, step, output)
+        results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
+                   "rays": self.rays, "copied_tensors": copied, "layers": fits,
+                   "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
+        (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
+        print_fits(results, self.console)
+        return results
+
+
+def copy_matching_weights(teacher: nn.Module, student: nn.Module) -> int:
+    """Copy every teacher tensor whose name and shape the student shares (all but the replaced layers)."""
+    mine = student.state_dict()
+    shared = {key: value for key, value in teacher.state_dict().items()
+              if key in mine and mine[key].shape == value.shape and not key.startswith("lpips.")}
+    student.load_state_dict({**mine, **shared})
+    return len(shared)
+
+
+def write_run(config, pipeline, step: int, output: Path) -> None:
+    """config.yml + nerfstudio_models/step-N.ckpt, as ns-train writes them (atomically, safe-loadable)."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yml").write_text(_yaml(config))
+    state = {"step": step, "pipeline": pipeline.state_dict(), "optimizers": {}, "schedulers": {}, "scalers": {}}
+    save_atomically(state, output / "nerfstudio_models" / f"step-{step:09d}.ckpt")
+
+
+def _yaml(config) -> str:
+    import yaml
+
+    return yaml.dump(config)
+
+
+def print_fits(results: dict, console: Console) -> None:
+    table = Table(title=f"distilled in {results['seconds']:.1f} s on {results['rays']:,} training rays")
+    for column in ("field", "layer", "points", "relative error", "after refinement", "s"):
+        table.add_column(column, justify="left" if column in ("field", "layer") else "right")
+    for fit in results["layers"]:
+        refined = fit["refined_relative_error"]
+        table.add_row(fit["field"], fit["layer"], f"{fit['points']:,}", f"{fit['relative_error']:.3f}",
+                      "-" if refined is None else f"{refined:.3f}", f"{fit['seconds']:.1f}")
+    console.print(table)
+    console.print(f"student run: {results['student']}")
