@@ -189,6 +189,23 @@ def test_presets_build_configs():
         load_preset("no-such-preset")
 
 
+def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
+    from eugen_nerf.nerf.train import build_config
+
+    preset = load_preset("nerf-cpu")
+
+    def lr(*extra: str) -> float:
+        return build_config(preset, list(extra)).optimizers["fields"]["optimizer"].lr
+
+    assert lr() == 0.003 and lr("--pipeline.model.layer", "dense") == 0.001
+    assert lr("--pipeline.model.layer=dense") == 0.001
+    assert lr("--optimizers.fields.optimizer.lr", "0.01") == 0.01  # the command line still wins
+    bad = tmp_path / "bad.yml"
+    bad.write_text("method: eugen-nerf\ntwin-flags: {sparse: {max-num-iterations: 3}}\n")
+    with pytest.raises(InputError, match="twin-flags"):
+        load_preset(bad)
+
+
 # ----------------------------------------------------------------------------- nerfstudio's own tools
 def ns(tool: str, *args: str) -> subprocess.CompletedProcess:
     bin_dir = Path(sys.executable).parent

@@ -19,7 +19,8 @@ def build_config(preset: Preset, extra_args: list[str]) -> TrainerConfig:
 
     if preset.method not in all_methods:
         raise InputError(f"{preset.path}: unknown method {preset.method!r}; one of: {', '.join(sorted(all_methods))}")
-    return tyro.cli(AnnotatedBaseConfigUnion, args=[*preset.args(), *extra_args], prog=f"eugen train {preset.name}")
+    args = [*preset.args(preset.layer(extra_args)), *extra_args]
+    return tyro.cli(AnnotatedBaseConfigUnion, args=args, prog=f"eugen train {preset.name}")
 
 
 def train_main(argv: list[str]) -> int:
