@@ -15,7 +15,6 @@ import torch
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.field_heads import FieldHeadNames
-from nerfstudio.field_components.spatial_distortions import SceneContraction
 from nerfstudio.model_components.losses import MSELoss, distortion_loss, interlevel_loss
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
@@ -24,6 +23,7 @@ from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from eugen_nerf.nerf.checkpoints import checked_state
+from eugen_nerf.nerf.contraction import L2SceneContraction
 from eugen_nerf.nerf.field_config import EUGenFieldFlags
 from eugen_nerf.nerf.metrics import OptionalLPIPS, drop_unavailable
 from eugen_nerf.nerf.proposal import FrustumProposalSampler, ProposalDensityField
@@ -81,7 +81,7 @@ class EUGenMipNeRF360Model(Model):
         super().populate_modules()  # the collider
         config = self.config
         config.__post_init__()  # again: a config loaded from config.yml or edited in code skips the constructor
-        contraction = SceneContraction(order=None)
+        contraction = L2SceneContraction()  # SceneContraction(order=None), Jacobian in closed form
         frequencies = config.position_frequencies
         encoding = NeRFEncoding(in_dim=3, num_frequencies=frequencies, min_freq_exp=0.0,
                                 max_freq_exp=frequencies - 1.0, include_input=True)
