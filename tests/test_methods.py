@@ -160,3 +160,19 @@ def test_ns_eval_and_ns_render_on_both_methods(method_runs, method, tmp_path):
         result = ns("ns-render", mode, "--load-config", config, "--output-path", str(out), *extra)
         assert result.returncode == 0, (mode, result.stdout[-1500:], result.stderr[-1500:])
         assert list(out.rglob("*.png")) or list(out.rglob("*.jpg")), mode
+
+
+def test_closed_form_contraction_equals_nerfstudios():
+    from nerfstudio.field_components.spatial_distortions import SceneContraction
+    from nerfstudio.utils.math import Gaussians
+
+    from eugen_nerf.nerf.contraction import L2SceneContraction
+
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(500, 4, 3, generator=generator) * 3  # inside and outside the unit ball
+    factor = torch.randn(500, 4, 3, 3, generator=generator) * 0.1
+    gaussians = Gaussians(mean=mean, cov=factor @ factor.transpose(-1, -2))
+    theirs, ours = SceneContraction(order=None)(gaussians), L2SceneContraction()(gaussians)
+    torch.testing.assert_close(ours.mean, theirs.mean)
+    torch.testing.assert_close(ours.cov, theirs.cov, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(L2SceneContraction()(mean), SceneContraction(order=None)(mean))
