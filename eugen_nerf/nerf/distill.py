@@ -79,29 +79,17 @@ def student_config(teacher, distill: Distill):
 @torch.no_grad()
 def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
     """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does."""
-    from nerfstudio.cameras.rays import RayBundle
-
-    count = len(cameras)
-    index = torch.randint(count, (num_rays,), generator=generator)
-    heights, widths = cameras.height[index, 0].float(), cameras.width[index, 0].float()
-    coords = torch.stack([torch.rand(num_rays, generator=generator) * heights,
-                          torch.rand(num_rays, generator=generator) * widths], dim=-1)
-    bundles = [cameras.generate_rays(camera_indices=int(i), coords=coords[j : j + 1])
-               for j, i in enumerate(index.tolist())]
-    fields = {name: torch.cat([getattr(b, name).reshape(1, -1) for b in bundles])
-              for name in ("origins", "directions", "pixel_area")}
-    bundle = RayBundle(**fields, camera_indices=index[:, None]).to(model.device)
-    bundle = model.collider(bundle)
-    coarse = model.sampler_uniform(bundle)
-    weights = coarse.get_weights(model.field_coarse.forward(coarse)[_density()])
-    fine = model.sampler_pdf(bundle, coarse, weights)
-    return {"field_coarse": coarse, "field_fine": fine}
-
-
-def _density():
     from nerfstudio.field_components.field_heads import FieldHeadNames
 
-    return FieldHeadNames.DENSITY
+    index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
+    heights, widths = cameras.height[index[:, 0]].float(), cameras.width[index[:, 0]].float()
+    coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
+                        torch.rand(num_rays, 1, generator=generator) * widths], dim=-1)
+    bundle = model.collider(cameras.generate_rays(camera_indices=index, coords=coords).to(model.device))
+    coarse = model.sampler_uniform(bundle)
+    weights = coarse.get_weights(model.field_coarse.forward(coarse)[FieldHeadNames.DENSITY])
+    fine = model.sampler_pdf(bundle, coarse, weights)
+    return {"field_coarse": coarse, "field_fine": fine}
 
 
 def eugen_layers(field_module) -> list[tuple[str, int, EUGenLinear]]:
