@@ -19,7 +19,7 @@ def tiny_blender(tmp_path_factory) -> Path:
 
 
 def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method: str = "eugen_nerf"):
-    """A method's config (eugen_nerf, eugen_dnerf or eugen_mipnerf360) at smoke-test size."""
+    """A method's config (eugen_nerf, eugen_dnerf, eugen_mipnerf360 or eugen_zipnerf) at smoke-test size."""
     from eugen_nerf.nerf import methods
 
     config = copy.deepcopy(getattr(methods, method).config)
@@ -36,9 +36,13 @@ def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method:
     model = config.pipeline.model
     model.layer = layer
     model.eval_num_rays_per_chunk = 256
-    if method == "eugen_mipnerf360":
+    if method in ("eugen_mipnerf360", "eugen_zipnerf"):
         model.base_mlp_layer_width, model.proposal_mlp_layer_width = 64, 32
         model.num_proposal_samples_per_ray, model.num_nerf_samples_per_ray = (4, 4), 4
+    if method == "eugen_zipnerf":
+        model.head_mlp_layer_width, model.grid_log2_hashmap_size = 64, 10
+        model.grid_num_levels, model.grid_max_resolution = 3, 64
+        model.proposal_grid_num_levels, model.proposal_grid_max_resolutions = (2, 2), (32, 32)
     else:
         model.num_coarse_samples = model.num_importance_samples = 4
     return config

@@ -1,4 +1,4 @@
-"""eugen-mipnerf360 and eugen-dnerf: the twins train, nerfstudio's tools run on them, the dense
+"""eugen-mipnerf360, eugen-zipnerf and eugen-dnerf: the twins train, nerfstudio's tools run on them, the dense
 twins are what they claim, bad input is one line."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from eugen_nerf.nerf.render import RenderTimeSweep
 from eugen_nerf.presets import load_preset
 from eugen_nerf.scenes.kinds import DNeRFScene, UnboundedScene
 
-METHODS = ("eugen_mipnerf360", "eugen_dnerf")
+METHODS = ("eugen_mipnerf360", "eugen_zipnerf", "eugen_dnerf")
 
 
 @pytest.fixture(scope="session")
@@ -31,12 +31,12 @@ def tiny_scenes(tmp_path_factory) -> dict:
     DNeRFScene(output=dnerf, width=16, height=16, train_views=3, val_views=1, test_views=1).run()
     unbounded = tmp_path_factory.mktemp("tiny-unbounded")
     UnboundedScene(output=unbounded, width=16, height=12, views=8, test_every=4).run()
-    return {"eugen_dnerf": dnerf, "eugen_mipnerf360": unbounded}
+    return {"eugen_dnerf": dnerf, "eugen_mipnerf360": unbounded, "eugen_zipnerf": unbounded}
 
 
 @pytest.fixture(scope="session")
 def method_runs(tiny_scenes, tmp_path_factory) -> dict:
-    """config.yml of 2-step runs of both methods, each twin."""
+    """config.yml of 2-step runs of each method, each twin."""
     output = tmp_path_factory.mktemp("method-runs")
     runs = {}
     for method in METHODS:
@@ -117,11 +117,12 @@ def test_dnerf_scene_without_times_is_one_line_error(tiny_scenes, tmp_path):
         train(reduced_config(scene, tmp_path / "out", "eugen", method="eugen_dnerf"))
 
 
-def test_presets_of_both_methods_build():
+def test_presets_of_the_methods_build():
     from eugen_nerf.nerf.train import build_config
 
     for preset, method in (("mipnerf360-cpu", "eugen-mipnerf360"), ("dnerf-cpu", "eugen-dnerf"),
-                           ("mipnerf360-paper", "eugen-mipnerf360"), ("dnerf-paper", "eugen-dnerf")):
+                           ("mipnerf360-paper", "eugen-mipnerf360"), ("dnerf-paper", "eugen-dnerf"),
+                           ("zipnerf-cpu", "eugen-zipnerf"), ("zipnerf-paper", "eugen-zipnerf")):
         config = build_config(load_preset(preset), ["--pipeline.model.layer", "dense"])
         assert config.method_name == method and config.pipeline.model.layer == "dense"
 
@@ -137,9 +138,12 @@ def test_time_sweep_renders_a_gif(method_runs, tmp_path):
 
 def test_bench_times_every_field(method_runs):
     results = BenchNeRF(load_config=method_runs["eugen_mipnerf360", "eugen"], points=1024, repeats=1).run()
-    assert set(results["speedup"]["eugen"]["per_field"]) == {"nerf", "proposal_0", "proposal_1"}
+    assert set(results["speedup"]["eugen"]["per_field"]) == {"encodings", "nerf", "proposal_0", "proposal_1"}
     dnerf = BenchNeRF(load_config=method_runs["eugen_dnerf", "eugen"], points=1024, repeats=1).run()
     assert set(dnerf["speedup"]["eugen"]["per_field"]) == {"coarse", "fine", "deformation"}
+    zipnerf = BenchNeRF(load_config=method_runs["eugen_zipnerf", "eugen"], points=1024, repeats=1).run()
+    assert set(zipnerf["speedup"]["eugen"]["per_field"]) == {"encodings", "nerf", "proposal_0", "proposal_1"}
+    assert zipnerf["models"]["eugen"]["mlp_ms"] < zipnerf["models"]["eugen"]["fields_ms"]
     assert results["speedup"]["dense"]["field"] == 1.0 and results["speedup"]["eugen"]["image"] > 0
 
 
@@ -176,3 +180,27 @@ def test_closed_form_contraction_equals_nerfstudios():
     torch.testing.assert_close(ours.mean, theirs.mean)
     torch.testing.assert_close(ours.cov, theirs.cov, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(L2SceneContraction()(mean), SceneContraction(order=None)(mean))
+
+
+def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, tiny_runs, tmp_path):
+    from eugen_nerf.bench.suite import BenchSuite
+
+    runs = (*(method_runs[method, layer] for method in METHODS for layer in ("dense", "eugen")),
+            tiny_runs["dense"], tiny_runs["eugen"])
+    results = BenchSuite(runs=runs, output_dir=tmp_path / "suite", points=512, repeats=1,
+                         num_features=(8, 16)).run()
+    assert set(results["methods"]) == {"eugen-nerf", "eugen-mipnerf360", "eugen-zipnerf", "eugen-dnerf"}
+    assert results["missing"] == []
+    for entry in results["methods"].values():
+        assert set(entry["models"]) == {"dense", "eugen"} and set(entry["mlp_speedup_by_m"]) == {8, 16}
+        for row in entry["models"].values():
+            assert 0 < row["psnr"] < 100 and 0 < row["ssim"] <= 1 and row["parameters"] > 0 and row["image_ms"] > 0
+    assert "| eugen-zipnerf | eugen |" in (tmp_path / "suite" / "suite.md").read_text()
+    for name in ("suite.json", "speedup_vs_m.png", "psnr_vs_image_time.png"):
+        assert (tmp_path / "suite" / name).stat().st_size > 0
+    # a method with only one twin is named, not dropped silently
+    lonely = BenchSuite(runs=(method_runs["eugen_dnerf", "eugen"],), output_dir=tmp_path / "lonely").run()
+    assert lonely["methods"] == {} and "eugen-dnerf: no dense run" in lonely["missing"]
+    assert "missing: eugen-dnerf: no dense run" in (tmp_path / "lonely" / "suite.md").read_text()
+    with pytest.raises(InputError, match="nowhere: not a run's config.yml or a folder of runs"):
+        BenchSuite(runs=(tmp_path / "nowhere",), output_dir=tmp_path / "x").run()

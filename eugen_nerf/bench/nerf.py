@@ -1,10 +1,10 @@
-"""`eugen bench nerf`: a run of eugen-nerf, eugen-dnerf or eugen-mipnerf360 against its dense twin,
-side by side in one process.
+"""`eugen bench nerf`: a run of eugen-nerf, eugen-dnerf, eugen-mipnerf360 or eugen-zipnerf against its
+dense twin, side by side in one process.
 
-Field throughput (points per second through each of the model's MLP fields: coarse and fine, or the
-NeRF MLP and the proposal MLPs) and whole-image render time are timed interleaved (dense, EUGen,
-dense, EUGen, ...) so that the machine's drift hits both
-alike; the ratios are what to read.
+Field throughput (points per second through each of the model's networks: coarse and fine fields; or
+the shared frustum encodings, the NeRF MLP and the proposal MLPs) and whole-image render time are timed
+interleaved (dense, EUGen, dense, EUGen, ...) so that the machine's drift hits both alike; the ratios
+are what to read.
 """
 
 from __future__ import annotations
@@ -48,15 +48,16 @@ def random_ray_samples(num_points: int, aabb: torch.Tensor, device: torch.device
     return RaySamples(frustums=frustums)
 
 
-def load_pipeline(config_path: Path, what: str):
-    """nerfstudio's eval_setup on a run's config.yml (inference mode: cameras only, no images)."""
+def load_pipeline(config_path: Path, what: str, test_mode: str = "inference"):
+    """nerfstudio's eval_setup on a run's config.yml (inference mode: cameras only, no images; test
+    mode: the test split's images too, for metrics)."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     import eugen_nerf.nerf.methods  # noqa: F401 - our methods and error printing, in-process
 
     if not config_path.is_file():
         raise InputError(f"{config_path}: {what} not found (expected a run's config.yml)")
-    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode="inference")
+    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode=test_mode)
     pipeline.eval()
     return pipeline, checkpoint, step
 
@@ -114,52 +115,73 @@ class BenchNeRF:
         return results
 
 
-def timed_fields(model) -> dict[str, Callable[[RaySamples], object]]:
-    """A model's MLP passes by name, each called on RaySamples: the NeRF MLP and the proposal MLPs of
-    eugen-mipnerf360; the coarse and fine fields of eugen-nerf (and nerfstudio's NeRFs), plus the
-    deformation MLP of eugen-dnerf (at time 0.5)."""
+def timed_parts(model, samples: RaySamples) -> dict[str, Callable[[], object]]:
+    """A model's MLP passes on `samples`, by name.
+
+    eugen-mipnerf360 / eugen-zipnerf: the frustum encodings of all their networks (integrated encoding,
+    multisampled hash grid: the same work in both twins) as one part "encodings", and the NeRF MLP and
+    each proposal MLP on those encodings, computed beforehand. eugen-nerf (and nerfstudio's NeRFs):
+    the coarse and fine fields (their encoding is a cheap sin/cos), plus the deformation MLP of
+    eugen-dnerf (at time 0.5)."""
     if hasattr(model, "proposal_networks"):
-        return {"nerf": model.field, **{f"proposal_{i}": net for i, net in enumerate(model.proposal_networks)}}
-    fields: dict[str, Callable[[RaySamples], object]] = {"coarse": model.field_coarse, "fine": model.field_fine}
+        field, proposals = model.field, list(model.proposal_networks)
+        encoders = [field.position_encoding, *(net.encoding for net in proposals)]
+        encoded = [encoder(samples) for encoder in encoders]
+
+        def nerf_mlp():
+            _, base = field.density_from_encoding(encoded[0])
+            return field.get_outputs(samples, density_embedding=base)
+
+        parts: dict[str, Callable[[], object]] = {"encodings": lambda: [encoder(samples) for encoder in encoders],
+                                                  "nerf": nerf_mlp}
+        for index, net in enumerate(proposals):
+            parts[f"proposal_{index}"] = lambda net=net, x=encoded[index + 1]: net.density_from_encoding(x)
+        return parts
+    parts = {"coarse": lambda: model.field_coarse(samples), "fine": lambda: model.field_fine(samples)}
     deformation = getattr(model, "temporal_distortion", None)
     if deformation is not None:
-        def deform(samples: RaySamples):
-            positions = samples.frustums.get_positions()
-            return deformation(positions, torch.full_like(positions[..., :1], 0.5))
-
-        fields["deformation"] = deform
-    return fields
+        positions = samples.frustums.get_positions()
+        times = torch.full_like(positions[..., :1], 0.5)
+        parts["deformation"] = lambda: deformation(positions, times)
+    return parts
 
 
 @torch.no_grad()
 def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -> dict:
-    """Time each pipeline's fields and whole-image renders, interleaved. The first entry is the baseline."""
+    """Time each pipeline's fields and whole-image renders (none if images=0), interleaved. The first
+    entry is the baseline."""
     first = next(iter(pipelines.values()))
     device = first.device
     samples = random_ray_samples(points, first.datamanager.train_dataparser_outputs.scene_box.aabb, device)
-    cameras = first.datamanager.eval_dataset.cameras[:images].to(device)
+    all_cameras = first.datamanager.eval_dataset.cameras
+    cameras = all_cameras[:images].to(device)
 
     def render(model):
         for index in range(len(cameras)):
             model.get_outputs_for_camera(cameras[index : index + 1])
 
     field_ms: dict[str, dict[str, float]] = {}
-    fields = {name: timed_fields(p.model) for name, p in pipelines.items()}
-    for part in fields[next(iter(pipelines))]:
-        passes = {name: (lambda f=model_fields[part]: f(samples)) for name, model_fields in fields.items()}
-        medians = time_interleaved(passes, repeats, device=device)
+    parts = {name: timed_parts(p.model, samples) for name, p in pipelines.items()}
+    for part in parts[next(iter(pipelines))]:
+        medians = time_interleaved({name: model_parts[part] for name, model_parts in parts.items()}, repeats,
+                                   device=device)
         for name, ms in medians.items():
             field_ms.setdefault(name, {})[part] = ms
-    medians = time_interleaved({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
-                               repeats, warmup=1, device=device)
-    height, width = int(cameras.height[0]), int(cameras.width[0])
+    if images:
+        medians = time_interleaved({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
+                                   repeats, warmup=1, device=device)
+    else:  # networks only
+        medians = {name: float("nan") for name in pipelines}
+    height, width = int(all_cameras.height[0]), int(all_cameras.width[0])
     rows = {
         name: {
             "parameters": field_parameter_count(pipeline.model),
             "points_per_s": {part: points / (ms / 1e3) for part, ms in field_ms[name].items()},
-            # one pass of `points` through every field: the model's MLP work per sample
+            # one pass of `points` through every field: the model's network work per sample
             "fields_ms": sum(field_ms[name].values()),
-            "image_ms": medians[name] / len(cameras),
+            # the same without the frustum encodings (hash grid, integrated encoding) that both twins share
+            "mlp_ms": sum(ms for part, ms in field_ms[name].items() if part != "encodings"),
+            "image_ms": medians[name] / max(len(cameras), 1),
         }
         for name, pipeline in pipelines.items()
     }
@@ -167,6 +189,7 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
     speedups = {
         name: {
             "field": baseline["fields_ms"] / row["fields_ms"],
+            "mlp": baseline["mlp_ms"] / row["mlp_ms"],
             "image": baseline["image_ms"] / row["image_ms"],
             "per_field": {part: value / baseline["points_per_s"][part] for part, value in row["points_per_s"].items()},
         }
@@ -181,11 +204,13 @@ def print_table(results: dict, console: Console) -> None:
     parts = list(next(iter(results["models"].values()))["points_per_s"])
     table = Table(title=f"Inference, {results['points']:,} points per field pass, {width}x{height} images")
     for column in ("model", "parameters", *(f"{part} Mpts/s" for part in parts), "image ms", "field speed-up",
-                   "image speed-up"):
+                   "MLP speed-up", "image speed-up"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, row in results["models"].items():
         speedup = results["speedup"][name]
         table.add_row(name, f"{row['parameters']:,}", *(f"{row['points_per_s'][part] / 1e6:.2f}" for part in parts),
-                      f"{row['image_ms']:.0f}", f"{speedup['field']:.2f}x", f"{speedup['image']:.2f}x")
+                      f"{row['image_ms']:.0f}", f"{speedup['field']:.2f}x", f"{speedup['mlp']:.2f}x",
+                      f"{speedup['image']:.2f}x")
     console.print(table)
-    console.print("field speed-up: time of one pass through all the fields (dense / EUGen)")
+    console.print("field speed-up: time of one pass through all the fields (dense / EUGen); MLP speed-up: the "
+                  "same without the frustum encodings both twins share (mip-NeRF 360, Zip-NeRF)")

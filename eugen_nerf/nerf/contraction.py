@@ -6,6 +6,10 @@ was the largest single cost of rendering an eugen-mipnerf360 image, shared by bo
 f(x) = (2 - 1/r) x/r (r = |x| > 1) the Jacobian is, with u = x/r and g = 2 - 1/r,
 
     J = (g/r) I + (1/r^2 - g/r) u u^T        (J = I inside the unit ball).
+
+Zip-NeRF contracts isotropic Gaussians (its multisamples) and keeps them isotropic: the std is scaled
+by the cube root of |det J| = (g/r)^2 / r^2 (two tangential directions scaled by g/r, the radial one
+by 1/r^2).
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ class L2SceneContraction(SceneContraction):
 
     def __init__(self) -> None:
         super().__init__(order=None)
+
+    def contract_isotropic(self, means: torch.Tensor, stds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (*batch, 3) and stds (*batch) of isotropic Gaussians -> contracted means and stds."""
+        radius = means.norm(dim=-1, keepdim=True)
+        safe = radius.clamp(min=1.0)
+        scale = 2.0 - 1.0 / safe
+        contracted = torch.where(radius >= 1, scale * means / safe, means)
+        cube_root_det = ((scale / safe).square() / safe.square()).pow(1.0 / 3.0)  # 1 inside the ball
+        return contracted, stds * cube_root_det[..., 0]
 
     def forward(self, positions):
         if not isinstance(positions, Gaussians):

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.factored import Piece, linear_on_pieces
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
+from eugen_nerf.nerf.encodings import SampleEncoding
 
 
 def layer_kinds(num_layers: int, eugen_layers: Sequence[int], name: str) -> list[str]:
@@ -47,24 +48,16 @@ def apply_head(head: FieldHead, features: Piece) -> Tensor:
     return head.activation(out) if head.activation is not None else out
 
 
-def integrated_encoding(
-    encoding: Encoding, ray_samples: RaySamples, contraction: SpatialDistortion | None
-) -> Tensor:
-    """mip-NeRF's integrated positional encoding of each sample's conical frustum (as a Gaussian),
-    after the scene contraction (which maps the Gaussian through its linearisation)."""
-    gaussians = ray_samples.frustums.get_gaussian_blob()
-    if contraction is not None:
-        gaussians = contraction(gaussians)
-    return encoding(gaussians.mean, covs=gaussians.cov)
-
-
 class EUGenNeRFField(Field):
     """NeRF field: position encoding -> base MLP (skip) -> density; [direction encoding, base
-    features] -> head MLP -> RGB. `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer."""
+    features] -> head MLP -> RGB. `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer.
+
+    `position_encoding` is a point encoding (of the sample positions, after `spatial_distortion`) or a
+    `SampleEncoding` of the whole frustums (mip-NeRF 360, Zip-NeRF), which contracts on its own."""
 
     def __init__(
         self,
-        position_encoding: Encoding,
+        position_encoding: Encoding | SampleEncoding,
         direction_encoding: Encoding,
         base_layer_kinds: Sequence[str],
         head_layer_kinds: Sequence[str],
@@ -72,13 +65,11 @@ class EUGenNeRFField(Field):
         base_mlp_layer_width: int = 256,
         head_mlp_layer_width: int = 128,
         skip_connections: tuple[int, ...] = (4,),
-        use_integrated_encoding: bool = False,
         spatial_distortion: SpatialDistortion | None = None,
     ) -> None:
         super().__init__()
         self.position_encoding = position_encoding
         self.direction_encoding = direction_encoding
-        self.use_integrated_encoding = use_integrated_encoding
         self.spatial_distortion = spatial_distortion
         self.mlp_base = EUGenMLP(
             in_dim=position_encoding.get_out_dim(),
@@ -105,8 +96,8 @@ class EUGenNeRFField(Field):
             field_head.set_in_dim(self.mlp_head.get_out_dim())
 
     def encode_positions(self, ray_samples: RaySamples) -> Tensor:
-        if self.use_integrated_encoding:
-            return integrated_encoding(self.position_encoding, ray_samples, self.spatial_distortion)
+        if isinstance(self.position_encoding, SampleEncoding):
+            return self.position_encoding(ray_samples)
         positions = ray_samples.frustums.get_positions()
         if self.spatial_distortion is not None:
             positions = self.spatial_distortion(positions)
@@ -114,7 +105,10 @@ class EUGenNeRFField(Field):
 
     def get_density(self, ray_samples: RaySamples) -> tuple[Tensor, Piece]:
         """Density (*batch, 1) and the base features, flattened to (N, width) and possibly factored."""
-        encoded = self.encode_positions(ray_samples)
+        return self.density_from_encoding(self.encode_positions(ray_samples))
+
+    def density_from_encoding(self, encoded: Tensor) -> tuple[Tensor, Piece]:
+        """get_density after the position encoding: the base MLP and the density head only."""
         base = self.mlp_base.forward_pieces(encoded.reshape(-1, encoded.shape[-1]))
         density = apply_head(self.field_output_density, base)
         return density.reshape(*encoded.shape[:-1], 1), base

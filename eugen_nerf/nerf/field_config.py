@@ -14,6 +14,7 @@ from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 
 from eugen_nerf.errors import check_flag_choice, flag_errors
 from eugen_nerf.layers.mlp import EUGenConfig
+from eugen_nerf.nerf.encodings import SampleEncoding
 from eugen_nerf.nerf.field import EUGenNeRFField, choose_layer_kinds
 
 
@@ -66,7 +67,7 @@ class EUGenFieldFlags:
                             max_freq_exp=float(self.direction_frequencies), include_input=True)
 
     def make_field(
-        self, position_encoding: Encoding, integrated: bool = False, contraction: SpatialDistortion | None = None
+        self, position_encoding: Encoding | SampleEncoding, contraction: SpatialDistortion | None = None
     ) -> EUGenNeRFField:
         return EUGenNeRFField(
             position_encoding=position_encoding,
@@ -77,6 +78,5 @@ class EUGenFieldFlags:
             base_mlp_layer_width=self.base_mlp_layer_width,
             head_mlp_layer_width=self.head_mlp_layer_width,
             skip_connections=self.skip_connections,
-            use_integrated_encoding=integrated,
             spatial_distortion=contraction,
         )

@@ -1,5 +1,5 @@
-"""mip-NeRF 360's proposal sampling: small density-only MLPs that resample each ray twice before the
-NeRF MLP sees it, trained by the interlevel loss to bound the NeRF's weights.
+"""mip-NeRF 360's proposal sampling (also Zip-NeRF's): small density-only MLPs that resample each ray
+twice before the NeRF MLP sees it, trained by an interlevel loss to bound the NeRF's weights.
 
 nerfstudio's `ProposalNetworkSampler` calls its density functions on sample *positions*; mip-NeRF 360's
 proposal MLPs see integrated positional encodings of conical frustums, which need the whole
@@ -12,36 +12,30 @@ from collections.abc import Callable, Sequence
 
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.field_components.activations import trunc_exp
-from nerfstudio.field_components.encodings import NeRFEncoding
-from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from nerfstudio.model_components.ray_samplers import PDFSampler, Sampler, UniformLinDispPiecewiseSampler
 from torch import Tensor, nn
 
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
-from eugen_nerf.nerf.field import integrated_encoding
+from eugen_nerf.nerf.encodings import SampleEncoding
 
 
 class ProposalDensityField(nn.Module):
-    """A proposal MLP: integrated positional encoding of the contracted frustum -> MLP -> density."""
+    """A proposal MLP: encoding of the frustum (integrated positional encoding for mip-NeRF 360, the
+    multisampled hash grid for Zip-NeRF) -> MLP -> density."""
 
     def __init__(
-        self,
-        layer_kinds: Sequence[str],
-        layer_width: int,
-        eugen: EUGenConfig,
-        num_frequencies: int,
-        contraction: SpatialDistortion | None,
+        self, encoding: SampleEncoding, layer_kinds: Sequence[str], layer_width: int, eugen: EUGenConfig
     ) -> None:
         super().__init__()
-        self.encoding = NeRFEncoding(in_dim=3, num_frequencies=num_frequencies, min_freq_exp=0.0,
-                                     max_freq_exp=num_frequencies - 1.0, include_input=True)
-        self.contraction = contraction
+        self.encoding = encoding
         # The output layer (to one density) stays dense: an EUGen layer to width 1 saves nothing.
         self.mlp = EUGenMLP(in_dim=self.encoding.get_out_dim(), num_layers=len(layer_kinds) + 1,
                             layer_width=layer_width, out_dim=1, layer_kinds=[*layer_kinds, "dense"], eugen=eugen)
 
     def forward(self, ray_samples: RaySamples) -> Tensor:
-        encoded = integrated_encoding(self.encoding, ray_samples, self.contraction)
+        return self.density_from_encoding(self.encoding(ray_samples))
+
+    def density_from_encoding(self, encoded: Tensor) -> Tensor:
         raw = self.mlp(encoded.reshape(-1, encoded.shape[-1])).reshape(*encoded.shape[:-1], 1)
         # mip-NeRF 360 shifts the pre-activation down so an untrained proposal starts nearly empty.
         return trunc_exp(raw - 1.0)
@@ -52,11 +46,18 @@ class FrustumProposalSampler(Sampler):
     its own proposal MLP; returns the NeRF's samples and every level's (samples, weights) for the
     interlevel and distortion losses."""
 
-    def __init__(self, num_proposal_samples: Sequence[int], num_nerf_samples: int, single_jitter: bool = True) -> None:
+    def __init__(
+        self,
+        num_proposal_samples: Sequence[int],
+        num_nerf_samples: int,
+        initial_sampler: Sampler | None = None,
+        single_jitter: bool = True,
+    ) -> None:
         super().__init__()
         self.num_proposal_samples = tuple(num_proposal_samples)
         self.num_nerf_samples = num_nerf_samples
-        self.initial_sampler = UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
+        # mip-NeRF 360: linear up to distance 1, then uniform in disparity; Zip-NeRF: a power curve
+        self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.pdf_sampler = PDFSampler(include_original=False, single_jitter=single_jitter)
 
     def generate_ray_samples(

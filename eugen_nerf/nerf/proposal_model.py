@@ -1,0 +1,162 @@
+"""What eugen-mipnerf360 and eugen-zipnerf share: a NeRF MLP fed by an encoding of whole frustums,
+the L2 scene contraction, proposal MLPs that resample each ray, the interlevel and distortion losses,
+nerfstudio's renderers and metrics. Each method supplies its encodings (and may change the initial
+sampler, the interlevel loss and add regularisers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.field_components.field_heads import FieldHeadNames
+from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+from nerfstudio.model_components.losses import MSELoss, distortion_loss, interlevel_loss
+from nerfstudio.model_components.ray_samplers import Sampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torchmetrics.functional import structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from eugen_nerf.nerf.checkpoints import checked_state
+from eugen_nerf.nerf.contraction import L2SceneContraction
+from eugen_nerf.nerf.encodings import SampleEncoding
+from eugen_nerf.nerf.field_config import EUGenFieldFlags
+from eugen_nerf.nerf.metrics import OptionalLPIPS, drop_unavailable
+from eugen_nerf.nerf.proposal import FrustumProposalSampler, ProposalDensityField
+
+
+@dataclass
+class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
+    """Flags of the proposal-sampled, contracted methods (eugen-mipnerf360, eugen-zipnerf)."""
+
+    collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.05, "far_plane": 1000.0})
+    """Ray bounds in the normalised scene (nerfstudio-data scales poses into [-1, 1]); the contraction
+    makes a far bound of 1000 cost no more samples than a near one."""
+    proposal_mlp_num_layers: int = 4
+    """Hidden layers of each proposal MLP; a dense output layer follows."""
+    proposal_mlp_layer_width: int = 256
+    """Width of the proposal MLPs."""
+    eugen_proposal_layers: tuple[int, ...] = (1, 2, 3)
+    """Indices of the proposal MLPs' hidden layers that become EUGen layers."""
+    num_proposal_samples_per_ray: tuple[int, ...] = (64, 64)
+    """Samples per ray at each proposal level (its length is the number of proposal levels)."""
+    num_nerf_samples_per_ray: int = 32
+    """Samples per ray seen by the NeRF MLP."""
+    interlevel_loss_mult: float = 1.0
+    """Weight of the interlevel (proposal) loss."""
+    distortion_loss_mult: float = 0.01
+    """Weight of the distortion loss (mip-NeRF 360 and Zip-NeRF: 0.01)."""
+    background_color: str = "last_sample"
+    """last_sample | black | white | random: colour behind the contracted scene's last sample."""
+
+    def __post_init__(self) -> None:
+        self.check_field_flags()
+        self.proposal_layer_kinds()
+
+    def proposal_layer_kinds(self) -> list[str]:
+        return self.layer_kinds(self.proposal_mlp_num_layers, self.eugen_proposal_layers, "eugen-proposal-layers")
+
+
+class ProposalNeRFModel(Model):
+    config: ProposalNeRFModelConfig
+
+    # --- what a method supplies -------------------------------------------------------------------
+    def field_encoding(self, contraction: SpatialDistortion) -> SampleEncoding:
+        raise NotImplementedError
+
+    def proposal_encoding(self, level: int, contraction: SpatialDistortion) -> SampleEncoding:
+        raise NotImplementedError
+
+    def initial_sampler(self) -> Sampler | None:
+        """The first proposal level's sampler; None: mip-NeRF 360's linear-then-disparity spacing."""
+        return None
+
+    def interlevel_loss(self, weights_list: list[torch.Tensor], samples_list: list[RaySamples]) -> torch.Tensor:
+        return interlevel_loss(weights_list, samples_list)
+
+    def regularization_losses(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    # --- shared -------------------------------------------------------------------------------------
+    def populate_modules(self) -> None:
+        super().populate_modules()  # the collider
+        config = self.config
+        config.__post_init__()  # again: a config loaded from config.yml or edited in code skips the constructor
+        contraction = L2SceneContraction()  # SceneContraction(order=None), Jacobian in closed form
+        self.field = config.make_field(self.field_encoding(contraction))
+        self.proposal_networks = torch.nn.ModuleList(
+            ProposalDensityField(self.proposal_encoding(level, contraction), config.proposal_layer_kinds(),
+                                 config.proposal_mlp_layer_width, config.eugen)
+            for level in range(len(config.num_proposal_samples_per_ray))
+        )
+        self.proposal_sampler = FrustumProposalSampler(config.num_proposal_samples_per_ray,
+                                                       config.num_nerf_samples_per_ray, self.initial_sampler())
+        self.renderer_rgb = RGBRenderer(background_color=config.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="expected")
+        self.rgb_loss = MSELoss()
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = structural_similarity_index_measure
+        object.__setattr__(self, "lpips", OptionalLPIPS())  # not a submodule: see OptionalLPIPS
+
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        return {"fields": list(self.field.parameters()), "proposal_networks": list(self.proposal_networks.parameters())}
+
+    def get_outputs(self, ray_bundle: RayBundle) -> dict:
+        proposals = list(self.proposal_networks)
+        samples, weights_list, samples_list = self.proposal_sampler(ray_bundle, density_fns=proposals)
+        field_outputs = self.field(samples)
+        weights = samples.get_weights(field_outputs[FieldHeadNames.DENSITY])
+        weights_list.append(weights)
+        samples_list.append(samples)
+        outputs = {
+            "rgb": self.renderer_rgb(rgb=field_outputs[FieldHeadNames.RGB], weights=weights),
+            "accumulation": self.renderer_accumulation(weights=weights),
+            "depth": self.renderer_depth(weights=weights, ray_samples=samples),
+        }
+        if self.training:
+            outputs["weights_list"] = weights_list
+            outputs["ray_samples_list"] = samples_list
+        else:  # where each proposal level puts the surface (viewer, ns-render); not needed to train
+            for level in range(len(proposals)):
+                outputs[f"prop_depth_{level}"] = self.renderer_depth(weights=weights_list[level],
+                                                                     ray_samples=samples_list[level])
+        return outputs
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> dict[str, torch.Tensor]:
+        image = batch["image"].to(self.device)
+        predicted, target = self.renderer_rgb.blend_background_for_loss_computation(
+            pred_image=outputs["rgb"], pred_accumulation=outputs["accumulation"], gt_image=image)
+        losses = {"rgb_loss": self.rgb_loss(target, predicted)}
+        if self.training:
+            losses["interlevel_loss"] = self.config.interlevel_loss_mult * self.interlevel_loss(
+                outputs["weights_list"], outputs["ray_samples_list"])
+            losses["distortion_loss"] = self.config.distortion_loss_mult * distortion_loss(
+                outputs["weights_list"], outputs["ray_samples_list"])
+            losses.update(self.regularization_losses())
+        return losses
+
+    def get_metrics_dict(self, outputs, batch) -> dict[str, torch.Tensor]:
+        image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        return {"psnr": self.psnr(outputs["rgb"], image)}
+
+    def get_image_metrics_and_images(self, outputs, batch):
+        image = self.renderer_rgb.blend_background(batch["image"].to(self.device))
+        rgb = outputs["rgb"]
+        # [H, W, C] -> [1, C, H, W] for torchmetrics
+        image_nchw, rgb_nchw = (torch.moveaxis(x, -1, 0)[None] for x in (image, rgb))
+        metrics = {
+            "psnr": float(self.psnr(image_nchw, rgb_nchw)),
+            "ssim": float(self.ssim(image_nchw, rgb_nchw)),
+            "lpips": float(self.lpips(image_nchw, rgb_nchw)),
+        }
+        depth = colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"])
+        images = {"img": torch.cat([image, rgb], dim=1), "depth": depth,
+                  "accumulation": colormaps.apply_colormap(outputs["accumulation"])}
+        return drop_unavailable(metrics, self.lpips), images
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        return super().load_state_dict(checked_state(self, state_dict), strict=strict, assign=assign)

@@ -1,0 +1,157 @@
+"""eugen-zipnerf's parts against their definitions: scale-aware grid weights, multisamples, the
+isotropic contraction, the power-transformed distance, the blurred interlevel loss, flag errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from nerfstudio.cameras.rays import Frustums
+from nerfstudio.utils.math import Gaussians
+
+from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.contraction import L2SceneContraction
+from eugen_nerf.nerf.hashgrid import ScaleAwareHashGrid
+from eugen_nerf.nerf.multisample import NUM_MULTISAMPLES, multisample_frustums
+from eugen_nerf.nerf.zipnerf import EUGenZipNeRFModelConfig
+from eugen_nerf.nerf.zipnerf_losses import (
+    antialiased_interlevel_loss,
+    blur_step_function,
+    integrate_piecewise_linear,
+    inverse_power_transform,
+    power_transform,
+)
+
+
+def small_grid() -> ScaleAwareHashGrid:
+    return ScaleAwareHashGrid(num_levels=4, features_per_level=2, min_resolution=16, max_resolution=128,
+                              log2_hashmap_size=12, backend="torch")
+
+
+def test_grid_downweighting_goes_to_zero_for_large_samples_and_one_for_small():
+    grid = small_grid()
+    cells = 1.0 / grid.resolutions  # cell size of each level in grid units
+    tiny = grid.level_weights(torch.full((1,), 1e-3) * cells.min())
+    huge = grid.level_weights(torch.full((1,), 1e3) * cells.max())
+    assert torch.all(tiny > 0.999) and torch.all(huge < 1e-3)
+    # per level: a Gaussian a tenth of the level's cell keeps it, one ten cells wide nearly drops it,
+    # and coarser levels are kept longer as the Gaussian grows
+    for level, cell in enumerate(cells):
+        assert grid.level_weights(cell[None] / 10)[0, level] > 0.99
+        assert grid.level_weights(cell[None] * 10)[0, level] < 0.05
+    assert torch.all(torch.diff(grid.level_weights(cells[1:2])[0]) < 0)
+
+
+def test_grid_features_of_a_large_sample_vanish_and_of_a_small_one_are_the_lookup():
+    grid = small_grid()
+    positions = torch.rand(5, NUM_MULTISAMPLES, 3)
+    small = grid(positions, torch.full((5, NUM_MULTISAMPLES), 1e-6))
+    lookup = grid.encoding(positions.reshape(-1, 3)).reshape(5, NUM_MULTISAMPLES, -1).mean(dim=1)
+    torch.testing.assert_close(small, lookup)
+    assert grid(positions, torch.full((5, NUM_MULTISAMPLES), 100.0)).abs().max() < 1e-3 * lookup.abs().max()
+    assert small.shape == (5, grid.get_out_dim())
+
+
+def test_multisamples_match_the_frustums_mean():
+    count = 7
+    directions = torch.nn.functional.normalize(torch.randn(count, 1, 3), dim=-1)
+    starts = torch.rand(count, 1, 1) * 3 + 0.1
+    frustums = Frustums(origins=torch.randn(count, 1, 3), directions=directions, starts=starts,
+                        ends=starts + torch.rand(count, 1, 1), pixel_area=torch.full((count, 1, 1), 1e-3))
+    for randomize in (False, True):
+        means, stds = multisample_frustums(frustums, randomize=randomize)
+        assert means.shape == (count, 1, NUM_MULTISAMPLES, 3) and stds.shape == (count, 1, NUM_MULTISAMPLES)
+        # the hexagon's points average to the frustum's Gaussian mean (mip-NeRF's t-mean on the axis)
+        torch.testing.assert_close(means.mean(dim=-2), frustums.get_gaussian_blob().mean, atol=1e-5, rtol=1e-5)
+        along = ((means - frustums.origins[..., None, :]) * directions[..., None, :]).sum(-1)
+        assert torch.all(along >= starts - 1e-4) and torch.all(along <= frustums.ends + 0.1 * (frustums.ends - starts))
+        assert torch.all(stds > 0)
+    # evaluation is deterministic, training is not
+    torch.testing.assert_close(multisample_frustums(frustums, False)[0], multisample_frustums(frustums, False)[0])
+    assert not torch.allclose(multisample_frustums(frustums, True)[0], multisample_frustums(frustums, True)[0])
+
+
+def test_isotropic_contraction_scales_std_by_cube_root_of_jacobian_determinant():
+    contraction = L2SceneContraction()
+    means = torch.randn(200, 3) * 3
+    stds = torch.rand(200) + 0.1
+    contracted, new_stds = contraction.contract_isotropic(means, stds)
+    torch.testing.assert_close(contracted, contraction(means))
+    mapped = contraction(Gaussians(mean=means, cov=torch.eye(3).expand(200, 3, 3)))  # J J^T
+    det_root = torch.linalg.det(mapped.cov).pow(1 / 6)  # |det J|^(1/3)
+    torch.testing.assert_close(new_stds, stds * det_root, rtol=1e-4, atol=1e-6)
+
+
+def test_power_transform_is_linear_near_zero_bounded_and_inverted():
+    x = torch.linspace(0, 1000, 2001, dtype=torch.float64)
+    y = power_transform(x)
+    assert torch.all(torch.diff(y) > 0) and y.max() < 5 / 3
+    assert abs(float(power_transform(torch.tensor(1e-4, dtype=torch.float64))) - 1e-4) < 1e-7
+    torch.testing.assert_close(inverse_power_transform(y), x, rtol=1e-3, atol=1e-3)
+
+
+def test_blurred_step_function_equals_numerical_box_filter():
+    generator = torch.Generator().manual_seed(0)
+    edges = torch.sort(torch.rand(3, 9, generator=generator), dim=-1).values
+    densities = torch.rand(3, 8, generator=generator)
+    radius = 0.05
+    knots, values = blur_step_function(edges, densities, radius)
+    # numerically: the step function on a fine grid, averaged over a box of half-width radius
+    fine = torch.linspace(-0.2, 1.2, 14001)
+    step = torch.zeros(3, fine.numel())
+    for i in range(8):
+        inside = (fine >= edges[:, i : i + 1]) & (fine < edges[:, i + 1 : i + 2])
+        step = torch.where(inside, densities[:, i : i + 1], step)
+    width = int(round(radius / (fine[1] - fine[0]).item()))
+    kernel = torch.ones(1, 1, 2 * width + 1) / (2 * width + 1)
+    blurred = torch.nn.functional.conv1d(step[:, None], kernel, padding=width)[:, 0]
+    queries = torch.sort(torch.rand(3, 20, generator=generator) * 1.2 - 0.1, dim=-1).values
+    ours = torch.stack([torch.from_numpy(__import__("numpy").interp(queries[i], knots[i], values[i]))
+                        for i in range(3)]).float()
+    theirs = torch.stack([torch.from_numpy(__import__("numpy").interp(queries[i], fine, blurred[i]))
+                          for i in range(3)]).float()
+    torch.testing.assert_close(ours, theirs, atol=0.02, rtol=0.02)
+    # blurring keeps the mass, and integrating it back onto the original edges nearly keeps the weights
+    total = integrate_piecewise_linear(knots, values, torch.full((3, 1), 10.0))[:, 0]
+    torch.testing.assert_close(total, (densities * torch.diff(edges)).sum(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_antialiased_interlevel_loss_penalises_only_proposals_below_the_nerf():
+    from nerfstudio.cameras.rays import RaySamples
+
+    def samples(edges):
+        starts, ends = edges[..., :-1, None], edges[..., 1:, None]
+        frustums = Frustums(origins=torch.zeros(*starts.shape[:-1], 3), directions=torch.zeros(*starts.shape[:-1], 3),
+                            starts=starts, ends=ends, pixel_area=torch.ones_like(starts))
+        return RaySamples(frustums=frustums, spacing_starts=starts, spacing_ends=ends)
+
+    nerf_edges = torch.linspace(0, 1, 9).expand(2, 9)
+    proposal_edges = torch.linspace(0, 1, 5).expand(2, 5)
+    nerf_weights = torch.full((2, 8, 1), 0.1)
+    generous = torch.full((2, 4, 1), 0.5, requires_grad=True)
+    starved = torch.full((2, 4, 1), 0.01, requires_grad=True)
+    no_loss = antialiased_interlevel_loss([generous, nerf_weights], [samples(proposal_edges), samples(nerf_edges)],
+                                          blur_radii=(0.03,))
+    loss = antialiased_interlevel_loss([starved, nerf_weights], [samples(proposal_edges), samples(nerf_edges)],
+                                       blur_radii=(0.03,))
+    assert float(no_loss) == 0.0 and float(loss) > 0.1
+    loss.backward()
+    assert starved.grad is not None and torch.all(starved.grad <= 0)
+
+
+def test_bad_zipnerf_flags_are_one_line_errors():
+    with pytest.raises(InputError, match="proposal-grid-num-levels has 1 entries for 2 proposal levels"):
+        EUGenZipNeRFModelConfig(proposal_grid_num_levels=(4,))
+    with pytest.raises(InputError, match="--pipeline.model.hash-grid must be one of auto, tcnn, torch"):
+        EUGenZipNeRFModelConfig(hash_grid="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="hash-grid tcnn"):
+            ScaleAwareHashGrid(2, 1, 16, 32, 10, backend="tcnn")
+
+
+def test_grid_weight_decay_is_the_sum_of_level_means():
+    grid = small_grid()
+    table = grid.encoding.hash_table.detach().reshape(4, -1, 2)
+    expected = sum(float(table[level].square().mean()) for level in range(4))
+    assert math.isclose(float(grid.weight_decay()), expected, rel_tol=1e-5)
