@@ -5,6 +5,11 @@ The student is the teacher's architecture with EUGen layers at the chosen indice
 closed form of `distill_linear`, on points sampled along training rays the way the model samples them
 (coarse: uniform; fine: the coarse field's PDF), each layer on the student's *own* inputs, i.e. after
 the layers before it were distilled, against the teacher layer's output on those inputs.
+
+Optionally (--finetune-steps) the distilled student is then fine-tuned end to end on the teacher's
+training images (photometric loss, Adam: backpropagation). The closed form alone cannot carry a dense
+layer into an m = 16 EUGen layer closely enough for the density's exponential (README "Distillation");
+the fine-tuning closes that gap from the distilled start.
 """
 
 from __future__ import annotations
@@ -138,6 +143,12 @@ class Distill:
     """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
     refine_steps: int = 0
     """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
+    finetune_steps: int = 0
+    """Steps of end-to-end fine-tuning on the training images after the closed form (0: none)."""
+    finetune_rays: int = 128
+    """Rays per fine-tuning step."""
+    finetune_lr: float = 3e-3
+    """Adam learning rate of the fine-tuning, decayed 10x over its steps (eugen-nerf's CPU preset: 3e-3)."""
     seed: int = 0
     """Seed of the rays and of the random projections."""
     chunk: int = 65_536
@@ -147,7 +158,7 @@ class Distill:
     def run(self) -> dict:
         from nerfstudio.utils.eval_utils import eval_setup
 
-        for name in ("rays", "num_features", "order", "chunk"):
+        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         teacher_config = load_teacher_config(self.load_config)
@@ -185,14 +196,52 @@ class Distill:
                              "points": report.num_inputs, "seconds": report.seconds})
             for mlp in (student_field.mlp_base, student_field.mlp_head):
                 mlp.bundle = "auto"
+        closed_form_seconds = time.perf_counter() - started
+        finetune_losses = []
+        if self.finetune_steps > 0:
+            finetune_losses = finetune(student.model, teacher.datamanager.train_dataset, self.finetune_steps,
+                                       self.finetune_rays, self.finetune_lr, torch.Generator().manual_seed(self.seed))
         seconds = time.perf_counter() - started
         write_run(config, student, step, output)
         results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
+                   "closed_form_seconds": closed_form_seconds, "finetune_steps": self.finetune_steps,
+                   "finetune_loss_first_last": finetune_losses[:1] + finetune_losses[-1:],
                    "rays": self.rays, "copied_tensors": copied, "layers": fits,
                    "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
         (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         print_fits(results, self.console)
         return results
+
+
+def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator) -> list[float]:
+    """Train every parameter of `model` on random pixels of `dataset`'s images with the model's own
+    losses (Adam, learning rate decayed 10x); returns the loss of each step."""
+    cameras = dataset.cameras.to(model.device)
+    images = [dataset.get_image_float32(index) for index in range(len(dataset))]
+    height, width = images[0].shape[:2]
+    if any(image.shape[:2] != (height, width) for image in images):
+        raise InputError("--finetune-steps needs training images of one size")
+    stacked = torch.stack(images)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1 / max(steps, 1)))
+    model.train()
+    losses = []
+    for _ in range(steps):
+        index = torch.randint(len(images), (rays_per_step,), generator=generator)
+        rows = torch.randint(height, (rays_per_step,), generator=generator)
+        columns = torch.randint(width, (rays_per_step,), generator=generator)
+        coords = torch.stack([rows, columns], dim=-1).float() + 0.5  # pixel centres, as nerfstudio's sampler
+        bundle = cameras.generate_rays(camera_indices=index[:, None].to(model.device), coords=coords.to(model.device))
+        outputs = model(bundle)  # applies the collider
+        loss_dict = model.get_loss_dict(outputs, {"image": stacked[index, rows, columns].to(model.device)})
+        loss = torch.stack(list(loss_dict.values())).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+    model.eval()
+    return losses
 
 
 def copy_matching_weights(teacher: nn.Module, student: nn.Module) -> int:
@@ -219,7 +268,7 @@ def _yaml(config) -> str:
 
 
 def print_fits(results: dict, console: Console) -> None:
-    table = Table(title=f"distilled in {results['seconds']:.1f} s on {results['rays']:,} training rays")
+    table = Table(title=f"closed form in {results['closed_form_seconds']:.1f} s on {results['rays']:,} training rays")
     for column in ("field", "layer", "points", "relative error", "after refinement", "s"):
         table.add_column(column, justify="left" if column in ("field", "layer") else "right")
     for fit in results["layers"]:
@@ -227,4 +276,8 @@ def print_fits(results: dict, console: Console) -> None:
         table.add_row(fit["field"], fit["layer"], f"{fit['points']:,}", f"{fit['relative_error']:.3f}",
                       "-" if refined is None else f"{refined:.3f}", f"{fit['seconds']:.1f}")
     console.print(table)
+    if results["finetune_steps"]:
+        first, last = results["finetune_loss_first_last"]
+        console.print(f"fine-tuned {results['finetune_steps']} steps end to end: loss {first:.4f} -> {last:.4f} "
+                      f"({results['seconds'] - results['closed_form_seconds']:.1f} s)")
     console.print(f"student run: {results['student']}")
