@@ -320,6 +320,29 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     assert pipeline.model.config.layer == "eugen"
 
 
+def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.distill import Distill
+
+    plain = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "plain", rays=32).run()
+    tuned = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "tuned", rays=32, finetune_steps=30,
+                    finetune_rays=64).run()
+    first, last = tuned["finetune_loss_first_last"]
+    assert tuned["finetune_steps"] == 30 and last < first
+
+    def weights(results):
+        checkpoint = next((Path(results["student"]).parent / "nerfstudio_models").glob("step-*.ckpt"))
+        return torch.load(checkpoint, weights_only=True)["pipeline"]
+
+    before, after = weights(plain), weights(tuned)
+    changed = [key for key in before if before[key].is_floating_point() and not torch.equal(before[key], after[key])]
+    assert any("field_fine.mlp_base.layers.1" in key for key in changed)
+    with pytest.raises(InputError, match="--finetune-lr must be positive"):
+        Distill(load_config=tiny_runs["dense"], finetune_lr=0.0).run()
+    with pytest.raises(InputError, match="--finetune-steps: diverged at step"):  # one line, not a traceback
+        Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "wild", rays=32, finetune_steps=30,
+                finetune_lr=1e3).run()
+
+
 def test_distill_refuses_bad_input(tiny_runs, tmp_path):
     from eugen_nerf.nerf.distill import Distill
 

@@ -226,15 +226,20 @@ def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generato
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1 / max(steps, 1)))
     model.train()
     losses = []
-    for _ in range(steps):
+    for step in range(steps):
         index = torch.randint(len(images), (rays_per_step,), generator=generator)
         rows = torch.randint(height, (rays_per_step,), generator=generator)
         columns = torch.randint(width, (rays_per_step,), generator=generator)
         coords = torch.stack([rows, columns], dim=-1).float() + 0.5  # pixel centres, as nerfstudio's sampler
         bundle = cameras.generate_rays(camera_indices=index[:, None].to(model.device), coords=coords.to(model.device))
-        outputs = model(bundle)  # applies the collider
+        try:
+            outputs = model(bundle)  # applies the collider
+        except ValueError as error:  # an EUGen layer refuses non-finite inputs
+            raise InputError(f"--finetune-steps: diverged at step {step} ({error}); lower --finetune-lr") from None
         loss_dict = model.get_loss_dict(outputs, {"image": stacked[index, rows, columns].to(model.device)})
         loss = torch.stack(list(loss_dict.values())).sum()
+        if not torch.isfinite(loss):
+            raise InputError(f"--finetune-steps: diverged at step {step} (loss {float(loss)}); lower --finetune-lr")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
