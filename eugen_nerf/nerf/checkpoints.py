@@ -79,9 +79,17 @@ def check_state_fits(expected: Mapping[str, Any], state: Mapping[str, Any], flag
             )
 
 
-def checked_state(model: torch.nn.Module, state: Mapping[str, Any]) -> dict[str, Any]:
-    """A checkpoint's model state checked to fit `model` (check_state_fits), without the frozen LPIPS
-    backbone that checkpoints of stock nerfstudio models carry (ours never do)."""
+def checked_state(model: torch.nn.Module, state: Mapping[str, Any], strict: bool = True) -> dict[str, Any]:
+    """A checkpoint's model state checked to fit `model` (check_state_fits; with `strict`, also the
+    same tensor names, e.g. not a tiny-cuda-nn hash grid's parameters for a torch grid), without the
+    frozen LPIPS backbone that checkpoints of stock nerfstudio models carry (ours never do)."""
     state = {key: value for key, value in state.items() if not key.startswith("lpips.")}
-    check_state_fits(model.state_dict(), state, "--pipeline.model.layer")
+    expected = model.state_dict()
+    check_state_fits(expected, state, "--pipeline.model.layer")
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if strict and (missing or unexpected):
+        raise InputError(f"the checkpoint does not fit this model: {len(missing)} tensors missing (first: "
+                         f"{(missing or ['-'])[0]}), {len(unexpected)} unexpected (first: {(unexpected or ['-'])[0]}); "
+                         "load a run with its own config.yml (a tiny-cuda-nn grid's checkpoint needs "
+                         "--pipeline.model.hash-grid tcnn)")
     return state

@@ -96,4 +96,4 @@ class EUGenNeRFModel(NeRFModel):
         return drop_unavailable(metrics, self.lpips), images
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        return super().load_state_dict(checked_state(self, state_dict), strict=strict, assign=assign)
+        return super().load_state_dict(checked_state(self, state_dict, strict), strict=strict, assign=assign)
