@@ -39,11 +39,16 @@ def tcnn_usable() -> bool:
     return True
 
 
-def choose_backend(requested: str) -> str:
-    """'tcnn' or 'torch' for --pipeline.model.hash-grid auto|tcnn|torch; logged once per process."""
+def check_backend_name(requested: str) -> None:
+    """A one-line flag error for a --pipeline.model.hash-grid value other than auto, tcnn, torch."""
     if requested not in HASH_GRID_BACKENDS:
         choices = ", ".join(HASH_GRID_BACKENDS)
         raise InputError(f"--pipeline.model.hash-grid must be one of {choices}, got {requested!r}")
+
+
+def choose_backend(requested: str) -> str:
+    """'tcnn' or 'torch' for --pipeline.model.hash-grid auto|tcnn|torch; logged once per process."""
+    check_backend_name(requested)
     usable = tcnn_usable()
     if requested == "tcnn" and not usable:
         raise InputError("--pipeline.model.hash-grid tcnn: tiny-cuda-nn does not import here or there is no CUDA "

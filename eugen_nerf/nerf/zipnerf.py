@@ -27,7 +27,7 @@ from torch import Tensor
 from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.contraction import L2SceneContraction
 from eugen_nerf.nerf.encodings import SampleEncoding
-from eugen_nerf.nerf.hashgrid import ScaleAwareHashGrid, choose_backend
+from eugen_nerf.nerf.hashgrid import ScaleAwareHashGrid, check_backend_name
 from eugen_nerf.nerf.multisample import multisample_frustums
 from eugen_nerf.nerf.proposal_model import ProposalNeRFModel, ProposalNeRFModelConfig
 from eugen_nerf.nerf.zipnerf_losses import PowerTransformSampler, antialiased_interlevel_loss
@@ -115,8 +115,7 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
                 flag = "--pipeline.model." + name.replace("_", "-")
                 raise InputError(f"{flag} has {len(getattr(self, name))} entries for {levels} proposal levels "
                                  f"(--pipeline.model.num-proposal-samples-per-ray)")
-        if self.hash_grid not in ("auto", "tcnn", "torch"):
-            choose_backend(self.hash_grid)  # the one-line flag error
+        check_backend_name(self.hash_grid)  # whether tiny-cuda-nn is usable is asked when the grid is built
 
 
 class EUGenZipNeRFModel(ProposalNeRFModel):
@@ -124,15 +123,19 @@ class EUGenZipNeRFModel(ProposalNeRFModel):
 
     def field_encoding(self, contraction: SpatialDistortion) -> MultisampledGridEncoding:
         config = self.config
-        grid = ScaleAwareHashGrid(config.grid_num_levels, config.grid_features_per_level, config.grid_min_resolution,
-                                  config.grid_max_resolution, config.grid_log2_hashmap_size, config.hash_grid)
-        assert isinstance(contraction, L2SceneContraction)
-        return MultisampledGridEncoding(grid, contraction)
+        return self.grid_encoding(config.grid_num_levels, config.grid_features_per_level,
+                                  config.grid_max_resolution, contraction)
 
     def proposal_encoding(self, level: int, contraction: SpatialDistortion) -> MultisampledGridEncoding:
         config = self.config
-        grid = ScaleAwareHashGrid(config.proposal_grid_num_levels[level], config.proposal_grid_features_per_level,
-                                  config.grid_min_resolution, config.proposal_grid_max_resolutions[level],
+        return self.grid_encoding(config.proposal_grid_num_levels[level], config.proposal_grid_features_per_level,
+                                  config.proposal_grid_max_resolutions[level], contraction)
+
+    def grid_encoding(self, num_levels: int, features_per_level: int, max_resolution: int,
+                      contraction: SpatialDistortion) -> MultisampledGridEncoding:
+        """A multisampled scale-aware grid; the NeRF's and the proposals' differ only in these sizes."""
+        config = self.config
+        grid = ScaleAwareHashGrid(num_levels, features_per_level, config.grid_min_resolution, max_resolution,
                                   config.grid_log2_hashmap_size, config.hash_grid)
         assert isinstance(contraction, L2SceneContraction)
         return MultisampledGridEncoding(grid, contraction)
