@@ -161,6 +161,19 @@ def test_interrupted_run_resumes_to_its_total(tiny_blender, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(tiny_blender, tmp_path):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    train(config)
+    checkpoint = next(config.get_checkpoint_dir().glob("step-*.ckpt"))
+    before = torch.load(checkpoint, weights_only=True)["pipeline"]
+    again = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)  # e.g. `demo --quick` after a full demo
+    again.timestamp = config.timestamp
+    again.load_dir = config.get_checkpoint_dir()
+    train(again)  # nerfstudio alone raises KeyError 'step' here
+    after = torch.load(next(config.get_checkpoint_dir().glob("step-*.ckpt")), weights_only=True)
+    assert after["step"] == 1 and all(torch.equal(before[key], after["pipeline"][key]) for key in before)
+
+
 def test_resume_from_missing_folder_is_one_line_error(tiny_blender, tmp_path):
     config = reduced_config(tiny_blender, tmp_path, "eugen")
     config.load_dir = tmp_path / "nowhere"

@@ -99,8 +99,14 @@ class EUGenTrainer(Trainer):
         CONSOLE.print(f"Resumed from {path} (step {state['step']}); {remaining} of "
                       f"{self.config.max_num_iterations} steps to go.")
         self.config.max_num_iterations = remaining  # Trainer.train runs this many steps from _start_step
+        self.already_trained = remaining == 0
 
     def train(self) -> None:
+        if getattr(self, "already_trained", False):
+            # nerfstudio's Trainer.train crashes (KeyError 'step') when it has no step to run; a resumed
+            # run that is already at its total has nothing left to do.
+            CONSOLE.print("The checkpoint is already at --max-num-iterations: nothing to train.")
+            return
         try:
             super().train()
         except KeyboardInterrupt:
