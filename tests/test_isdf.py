@@ -115,6 +115,15 @@ def test_ground_truth_interpolation_and_metrics_can_be_perfect(tiny_rgbd):
     assert perfect["collision_cost_error_1"] < 1e-6
 
 
+def test_ground_truth_grid_is_read_once_until_its_file_changes(tiny_rgbd, tmp_path):
+    stream = DepthStream(copy_scene(tiny_rgbd, tmp_path))
+    first = GroundTruth.of(stream)
+    assert GroundTruth.of(stream).sdf is first.sdf  # centre placement and evaluation share one read
+    sdf_path = stream.root / stream.config.gt_sdf
+    np.save(sdf_path, np.load(sdf_path) + 1.0)
+    assert torch.allclose(GroundTruth.of(stream).sdf, first.sdf + 1.0)
+
+
 def test_chomp_cost_is_continuous():
     eps = 1.5
     d = torch.tensor([-1e-6, 1e-6, eps - 1e-6, eps + 1e-6])

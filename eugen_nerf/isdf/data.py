@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -134,6 +135,21 @@ class DepthStream:
         return pose[:3, 3].expand_as(directions), directions, self.depth(index).reshape(-1)[pixels]
 
 
+def read_sdf_grid(sdf_path: Path, transform_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid and its index -> world transform, read once per process while the files are unchanged:
+    a run asks for them when it places the network (scene centre) and again to evaluate. Callers must
+    not modify them in place."""
+    stamps = tuple((path.stat().st_mtime_ns, path.stat().st_size) for path in (sdf_path, transform_path))
+    return _read_sdf_grid(sdf_path, transform_path, stamps)
+
+
+@lru_cache(maxsize=2)
+def _read_sdf_grid(sdf_path: Path, transform_path: Path, stamps: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    sdf = torch.tensor(np.load(sdf_path), dtype=torch.float32)
+    transform = torch.tensor(np.loadtxt(transform_path), dtype=torch.float32)
+    return sdf, transform
+
+
 @dataclass
 class GroundTruth:
     """A signed-distance grid (index -> world transform) and optionally the surface mesh."""
@@ -151,8 +167,7 @@ class GroundTruth:
         for path in (sdf_path, transform_path):
             if not path.is_file():
                 raise InputError(f"{path}: ground-truth file not found")
-        sdf = torch.tensor(np.load(sdf_path), dtype=torch.float32)
-        transform = torch.tensor(np.loadtxt(transform_path), dtype=torch.float32)
+        sdf, transform = read_sdf_grid(sdf_path, transform_path)
         mesh = stream.root / c.gt_mesh if c.gt_mesh else None
         return cls(sdf, transform, mesh if mesh is not None and mesh.is_file() else None)
 
