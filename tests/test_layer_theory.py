@@ -156,3 +156,29 @@ def test_polynomial_fit_of_activations():
     assert errors[-1] < 0.01
     relu2 = fit_activation_polynomial("relu", 2, (-1.0, 1.0))
     assert float((evaluate_polynomial(relu2, z[100:301]) - torch.relu(z[100:301])).abs().max()) < 0.12
+
+
+@pytest.mark.parametrize("direction_frequencies", [0, 4])
+def test_view_independent_colour_needs_fewer_direction_dims_than_features(direction_frequencies):
+    """Why eugen-zipnerf's view head reads the raw direction: an EUGen layer's fixed projections mix
+    every input coordinate into every feature, so a view-independent output must cancel the direction
+    terms with the output weights - possible with the 3 raw coordinates, not with the 27 of a
+    4-frequency encoding (more than m = 16 features). Least squares is the best the layer can do."""
+    from nerfstudio.field_components.encodings import NeRFEncoding
+
+    torch.manual_seed(0)
+    encoding = NeRFEncoding(in_dim=3, num_frequencies=direction_frequencies, min_freq_exp=0.0,
+                            max_freq_exp=float(direction_frequencies), include_input=True)
+    directions = torch.nn.functional.normalize(torch.randn(4000, 3), dim=-1)
+    scene = torch.randn(4000, 8)  # position features (the bottleneck's role)
+    target = scene.sum(dim=1, keepdim=True)  # a colour that does not depend on the view
+    layer = EUGenLinear(encoding.get_out_dim() + 8, 1, num_features=16, order=2, seed=1)
+    with torch.no_grad():
+        features = layer.features(torch.cat([encoding(directions), scene], dim=1))
+    design = torch.cat([torch.ones_like(features[:, :1]), features], dim=1).double()
+    fit = design @ torch.linalg.lstsq(design, target.double()).solution
+    relative_error = float((fit - target).norm() / target.norm())
+    if direction_frequencies == 0:
+        assert relative_error < 1e-4  # exact up to rounding
+    else:
+        assert relative_error > 0.3

@@ -145,6 +145,8 @@ def test_bad_zipnerf_flags_are_one_line_errors():
         EUGenZipNeRFModelConfig(proposal_grid_num_levels=(4,))
     with pytest.raises(InputError, match="--pipeline.model.hash-grid must be one of auto, tcnn, torch"):
         EUGenZipNeRFModelConfig(hash_grid="cuda")
+    with pytest.raises(InputError, match="--pipeline.model.direction-frequencies must be 0 or more, got -1"):
+        EUGenZipNeRFModelConfig(direction_frequencies=-1)
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="hash-grid tcnn"):
             ScaleAwareHashGrid(2, 1, 16, 32, 10, backend="tcnn")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from nerfstudio.field_components.encodings import Encoding, NeRFEncoding
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 
-from eugen_nerf.errors import check_flag_choice, flag_errors
+from eugen_nerf.errors import InputError, check_flag_choice, flag_errors
 from eugen_nerf.layers.mlp import EUGenConfig
 from eugen_nerf.nerf.encodings import SampleEncoding
 from eugen_nerf.nerf.field import EUGenNeRFField, choose_layer_kinds
@@ -44,7 +44,7 @@ class EUGenFieldFlags:
     position_frequencies: int = 10
     """Frequencies of the position encoding."""
     direction_frequencies: int = 4
-    """Frequencies of the direction encoding (up to 2^L)."""
+    """Frequencies of the direction encoding (up to 2^L); 0: the raw unit direction."""
 
     def check_field_flags(self) -> None:
         check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
@@ -52,6 +52,10 @@ class EUGenFieldFlags:
             self.eugen.validate()
         self.base_layer_kinds()
         self.head_layer_kinds()
+        for name in ("position_frequencies", "direction_frequencies"):
+            if getattr(self, name) < 0:
+                flag = "--pipeline.model." + name.replace("_", "-")
+                raise InputError(f"{flag} must be 0 or more, got {getattr(self, name)}")
 
     def layer_kinds(self, num_layers: int, indices: tuple[int, ...], flag: str) -> list[str]:
         return choose_layer_kinds(self.layer, num_layers, indices, flag)

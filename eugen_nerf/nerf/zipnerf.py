@@ -11,8 +11,9 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
   and the grids get Zip-NeRF's normalised weight decay (`zipnerf_losses`, `hashgrid`).
 
 The NeRF MLP: grid features -> base MLP (the last base layer is the 256-wide bottleneck) -> density;
-[direction encoding, bottleneck] -> view-dependent head -> RGB. EUGen layers replace the bottleneck
+[view direction, bottleneck] -> view-dependent head -> RGB. EUGen layers replace the bottleneck
 and head layers (the wide ones); the first base layer reads a few dozen grid features and stays dense.
+The head reads the raw direction, not Zip-NeRF's 4-frequency encoding (`direction_frequencies`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """View-dependent head layers that become EUGen layers."""
     position_frequencies: int = 0
     """Unused: eugen-zipnerf encodes positions with the hash grid."""
+    direction_frequencies: int = 0
+    """Frequencies of the view-direction encoding; 0 = the raw unit direction (3 numbers). Zip-NeRF
+    encodes it with 4 frequencies (27 numbers), but an EUGen view-head layer mixes every input number
+    into each of its m fixed random features, so view-independent colour needs the output weights to
+    cancel the direction terms: possible for 3 numbers, not for 27 > m = 16 (tests/test_layer_theory.py).
+    Measured on the CPU preset (EUGen view head): with 4 frequencies the EUGen twin learns a screen in
+    front of the cameras (17.64 dB), with 0 it reaches 28.17 dB (seed 0; README, eugen-zipnerf)."""
     hash_grid: str = "auto"
     """auto | tcnn | torch: tiny-cuda-nn's hash grid when it imports and CUDA is there (auto), else torch."""
     grid_num_levels: int = 10
