@@ -272,7 +272,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
                 "--data", str(tiny_blender), "--output-dir", str(tmp_path), "--experiment-name", "ctrl-c",
                 "--max-num-iterations", str(steps), "--steps-per-save", str(10**6),
                 "--pipeline.datamanager.train-num-rays-per-batch", "4", "--pipeline.model.num-coarse-samples", "4",
-                "--pipeline.model.num-importance-samples", "4", *extra]
+                "--pipeline.model.num-importance-samples", "4",
+                # dense: this tiny EUGen setting (4 rays, 4 + 4 samples) diverges to NaN within a few
+                # hundred steps (a known defect, see the README status); the test is about Ctrl-C
+                "--pipeline.model.layer", "dense", *extra]
 
     import os
 
@@ -286,9 +289,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
     for line in process.stdout:
         if "Step (% Done)" in line:
             break
-    # Interrupt at the second progress row (step 10 or so), not after a fixed time: this tiny setting
-    # (4 rays, 4 + 4 samples) diverges to NaN after a few hundred steps, which a slow or fast machine
-    # could reach within any fixed wait.
+    # Interrupt at the second progress row (step 10 or so), not after a fixed time.
     for line in process.stdout:
         if re.match(r"\s*[1-9]\d* \(", line):  # the first row after step 0
             break
