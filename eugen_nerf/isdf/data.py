@@ -139,7 +139,8 @@ def read_sdf_grid(sdf_path: Path, transform_path: Path) -> tuple[torch.Tensor, t
     """The grid and its index -> world transform, read once per process while the files are unchanged:
     a run asks for them when it places the network (scene centre) and again to evaluate. Callers must
     not modify them in place."""
-    stamps = tuple((path.stat().st_mtime_ns, path.stat().st_size) for path in (sdf_path, transform_path))
+    stats = [path.stat() for path in (sdf_path, transform_path)]
+    stamps = tuple((stat.st_mtime_ns, stat.st_size) for stat in stats)
     return _read_sdf_grid(sdf_path, transform_path, stamps)
 
 
