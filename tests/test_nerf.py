@@ -24,6 +24,7 @@ from eugen_nerf.errors import InputError
 from eugen_nerf.nerf import metrics
 from eugen_nerf.nerf.data import EUGenDataManagerConfig
 from eugen_nerf.nerf.model import EUGenNeRFModelConfig
+from eugen_nerf.nerf.trainer import TrainingDiverged
 from eugen_nerf.presets import load_preset
 
 AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
@@ -249,6 +250,40 @@ def test_ns_eval_and_ns_render_on_smoke_runs(tiny_runs, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layer", ["eugen", "dense"])
+def test_diverged_run_stops_with_one_line_error_and_keeps_its_last_checkpoint(tiny_blender, tmp_path, layer):
+    config = reduced_config(tiny_blender, tmp_path, layer, steps=2)
+    train(config)  # saves step 1
+    resumed = reduced_config(tiny_blender, tmp_path, layer, steps=6)
+    resumed.timestamp = config.timestamp
+    resumed.load_dir = config.get_checkpoint_dir()
+    resumed.optimizers["fields"]["optimizer"].lr = 1e30  # step 2's Adam update moves every weight by ~1e30
+    with pytest.raises(TrainingDiverged) as caught:
+        train(resumed)
+    message = str(caught.value)
+    assert "\n" not in message and "training diverged at step 3:" in message, message
+    assert "--optimizers.fields.optimizer.lr 1e+30" in message  # the resumed run used the new flag
+    (kept,) = config.get_checkpoint_dir().glob("step-*.ckpt")  # step 2's (finite loss), not step 3's
+    assert kept.name == "step-000000002.ckpt" and str(kept) in message
+    state = torch.load(kept, weights_only=True)["pipeline"]
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def test_resuming_follows_the_learning_rate_flags(tiny_blender, tmp_path):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    config.optimizers["fields"]["scheduler"].lr_final = 1e-6
+    train(config)
+    resumed = reduced_config(tiny_blender, tmp_path, "eugen", steps=4)
+    resumed.timestamp, resumed.load_dir = "resumed", config.get_checkpoint_dir()
+    resumed.optimizers["fields"]["optimizer"].lr = 1e-2
+    resumed.optimizers["fields"]["scheduler"].lr_final = 1e-4
+    trainer = resumed.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    (group,) = trainer.optimizers.optimizers["fields"].param_groups
+    # the next step (2) at its point of the new schedule: 1e-2 decaying to 1e-4 over 4 steps, half-way
+    assert group["lr"] == pytest.approx(1e-2 * (1e-4 / 1e-2) ** 0.5)
+
+
 def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_path):
     dense_checkpoints = tiny_runs["dense"].parent / "nerfstudio_models"
     result = ns("ns-train", "eugen-nerf", "--machine.device-type", "cpu", "--max-num-iterations", "1",

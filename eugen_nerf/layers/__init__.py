@@ -1,7 +1,7 @@
 """The EUGen layer and what is built directly on it (pure torch; no nerfstudio import)."""
 
 from eugen_nerf.layers.distill import DistillReport, distill_linear
-from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, sample_projection
+from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, NonFiniteInputError, sample_projection
 from eugen_nerf.layers.factored import Factored
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
 from eugen_nerf.layers.polynomial import evaluate_polynomial, fit_activation_polynomial
@@ -14,6 +14,7 @@ __all__ = [
     "EUGenLinear",
     "EUGenMLP",
     "Factored",
+    "NonFiniteInputError",
     "distill_linear",
     "evaluate_polynomial",
     "fit_activation_polynomial",

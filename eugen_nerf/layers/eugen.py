@@ -29,6 +29,10 @@ FEATURE_MAPS = ("identity", "relu", "trig", "exp")
 SAMPLERS = ("gaussian", "orthogonal", "rademacher")
 
 
+class NonFiniteInputError(ValueError):
+    """An EUGen layer was given NaN or infinite inputs (in training: the run has diverged upstream)."""
+
+
 def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -206,7 +210,7 @@ class EUGenLinear(nn.Module):
             else:
                 projected.addr_(norm, g[:, -1])
         if self.check_finite and not torch.isfinite(projected[:, 0]).all():
-            raise ValueError("EUGenLinear: input contains NaN or infinite values")
+            raise NonFiniteInputError("EUGenLinear: input contains NaN or infinite values")
         return projected, norm
 
     def _feature_map(self, projected: Tensor, norm: Tensor | None, with_constant: bool = False) -> Tensor:

@@ -5,7 +5,11 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
   ExponentialDecayScheduler leaves numpy floats in scheduler state, which `weights_only=True` rejects);
 - Ctrl-C saves a checkpoint of the last finished step before stopping;
 - `--load-dir RUN/nerfstudio_models` resumes: training continues to `max_num_iterations` in total
-  (nerfstudio would run max_num_iterations *more* steps); bad checkpoints give one-line errors.
+  (nerfstudio would run max_num_iterations *more* steps) at this run's learning-rate flags (torch's
+  load_state_dict would silently bring back the checkpoint's); bad checkpoints give one-line errors;
+- a run that diverges (a non-finite loss or weight, or NaN reaching an EUGen layer) stops with a
+  one-line error naming the step, the last checkpoint (a NaN state is never saved) and the
+  learning-rate flags; nerfstudio would go on training NaNs and checkpoint them.
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.optim.lr_scheduler import LambdaLR
 
+from eugen_nerf.errors import InputError
+from eugen_nerf.layers.eugen import NonFiniteInputError
 from eugen_nerf.nerf.checkpoints import latest_checkpoint, load_safely, save_atomically
 
 
@@ -30,6 +38,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(plain(item) for item in value)
     return value
+
+
+class TrainingDiverged(InputError):
+    """Training produced NaN or infinite values; reported in one line like bad input (usually it is
+    one: a learning rate too high for the batch size)."""
 
 
 @dataclass
@@ -62,9 +75,14 @@ class EUGenTrainer(Trainer):
     def save_checkpoint(self, step: int) -> None:
         path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        weights = pipeline.state_dict()
+        # A finite loss can still come with NaN gradients, and so NaN weights after the step: never save those.
+        broken = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if broken is not None:
+            raise self.diverged(step, f"{broken} holds NaN or infinite values")
         state = {
             "step": step,
-            "pipeline": pipeline.state_dict(),
+            "pipeline": weights,
             # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
             "optimizers": {k: plain(v.state_dict()) for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: plain(v.state_dict()) for k, v in self.optimizers.schedulers.items()},
@@ -92,6 +110,7 @@ class EUGenTrainer(Trainer):
         self.optimizers.load_optimizers(state["optimizers"])
         if "schedulers" in state and self.config.load_scheduler:
             self.optimizers.load_schedulers(state["schedulers"])
+        self.use_configured_learning_rates()
         self.grad_scaler.load_state_dict(state["scalers"])
         self._start_step = state["step"] + 1
         self.step = state["step"]
@@ -99,13 +118,48 @@ class EUGenTrainer(Trainer):
         CONSOLE.print(f"Resumed from {path} (step {state['step']}); {remaining} of "
                       f"{self.config.max_num_iterations} steps to go.")
         self.config.max_num_iterations = remaining  # Trainer.train runs this many steps from _start_step
-        self.already_trained = remaining == 0
+
+    def use_configured_learning_rates(self) -> None:
+        """After loading a checkpoint: each group's learning rate from this run's flags, at the loaded
+        step of its schedule, so that resuming with e.g. a lower --optimizers.fields.optimizer.lr
+        (after a divergence) does what it says. With unchanged flags nothing changes."""
+        for name, optimizer in self.optimizers.optimizers.items():
+            configured = self.config.optimizers[name]["optimizer"].lr
+            scheduler = self.optimizers.schedulers.get(name)
+            for index, group in enumerate(optimizer.param_groups):
+                group["initial_lr"] = configured
+                if scheduler is None:
+                    group["lr"] = configured
+                elif isinstance(scheduler, LambdaLR):  # every nerfstudio scheduler; the lambdas are this run's
+                    scheduler.base_lrs[index] = configured
+                    group["lr"] = configured * scheduler.lr_lambdas[index](scheduler.last_epoch)
+
+    def train_iteration(self, step: int):
+        try:
+            loss, loss_dict, metrics_dict = super().train_iteration(step)
+        except NonFiniteInputError:
+            raise self.diverged(step, "NaN or infinite values reached an EUGen layer") from None
+        # One host sync per step: cheap next to a NeRF step, and it keeps a NaN state out of every checkpoint.
+        if not torch.isfinite(loss).item():
+            raise self.diverged(step, f"the loss is {loss.item()}")
+        return loss, loss_dict, metrics_dict
+
+    def diverged(self, step: int, what: str) -> TrainingDiverged:
+        lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {entry['optimizer'].lr:g}"
+                             for name, entry in self.config.optimizers.items() if name in self.optimizers.optimizers)
+        try:
+            kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
+        except InputError:
+            kept = "no checkpoint was written yet"
+        return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Train again with a lower "
+                                f"learning rate (now {lr_flags}) or more rays per batch "
+                                f"(--pipeline.datamanager.train-num-rays-per-batch)")
 
     def train(self) -> None:
-        if getattr(self, "already_trained", False):
-            # nerfstudio's Trainer.train crashes (KeyError 'step') when it has no step to run; a resumed
-            # run that is already at its total has nothing left to do.
-            CONSOLE.print("The checkpoint is already at --max-num-iterations: nothing to train.")
+        if self.config.max_num_iterations <= 0:
+            # nerfstudio's Trainer.train crashes (KeyError 'step') when it has no step to run: a resumed
+            # run already at its total, or --max-num-iterations 0.
+            CONSOLE.print("No step to run: --max-num-iterations is 0 or the checkpoint has reached it.")
             return
         try:
             super().train()
