@@ -108,6 +108,36 @@ def test_factored_output_folds_linear_heads():
     assert torch.allclose(factored.norm(), mlp(x).norm(dim=1), rtol=1e-4)
 
 
+def test_linear_inputs_enter_through_their_own_weights():
+    """A view head fed [direction, base features]: the direction (first 3 coordinates) skips the
+    random features; its whole effect is the dense term B x_lin, so B = 0 removes it exactly."""
+    torch.manual_seed(0)
+    head = EUGenMLP(3 + 64, 2, 32, layer_kinds="eugen", linear_inputs=3)
+    first = head.layers[0]
+    assert first.linear_weight.shape == (32, 3) and head.layers[1].linear_weight is None
+    assert first.projection.shape[1] == 64 + 1  # G sees the base features and their norm only
+    base = EUGenLinear(16, 64, 16, 2).forward_factored(_encoding_like(200, 16))
+    direction = torch.nn.functional.normalize(torch.randn(200, 3), dim=1)
+    with torch.no_grad():
+        hidden = first([direction, base])
+        expected = (first.features([direction, base]) @ first.weight.t() + direction @ first.linear_weight.t()
+                    + first.bias)
+        assert torch.allclose(hidden, expected, atol=1e-5)
+        # folded (bundled) and layer-by-layer agree, from pieces and from the concatenated input
+        concatenated = torch.cat([direction, base.dense()], dim=1)
+        head.bundle = "never"
+        reference = head(concatenated)
+        head.bundle = "always"
+        assert torch.allclose(head.forward_pieces([direction, base], factored_output=False), reference, atol=1e-5)
+        first.linear_weight.zero_()
+        assert torch.allclose(head(concatenated), head(torch.cat([-direction, base.dense()], dim=1)))
+    assert first.macs_per_input == EUGenLinear(64, 32, 16, 2).macs_per_input + 32 * 3
+    with pytest.raises(ValueError, match="linear_inputs"):
+        EUGenLinear(4, 3, 4, 2, linear_inputs=4)
+    with pytest.raises(ValueError, match="linear_inputs"):
+        distill_linear(first, [(concatenated, reference)])
+
+
 # --------------------------------------------------------------------------------- checkpoints
 @pytest.mark.parametrize("store_projection", [True, False])
 def test_save_load_round_trip_is_exact(store_projection):

@@ -106,6 +106,8 @@ def distill_linear(
     """
     if not isinstance(student, EUGenLinear):
         raise ValueError(f"student must be an EUGenLinear, got {type(student).__name__}")
+    if student.linear_inputs:
+        raise ValueError("distillation fits only the random features' weights: the student has linear_inputs")
     if not (math.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     if refine_steps < 0:

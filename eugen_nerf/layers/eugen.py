@@ -87,6 +87,11 @@ class EUGenLinear(nn.Module):
         projection_scale: G's entries have this standard deviation; default 1/sqrt(d_plus) keeps
             features O(1) for O(1) inputs (unscaled order-3 products overflow).
         seed: seed of G; drawn from torch's global generator when None (so torch.manual_seed fixes it).
+        linear_inputs: the first `linear_inputs` input coordinates skip the random features and reach
+            the output through their own dense weights (`linear_weight`): y = A f(x_rest) + B x_lin + c.
+            For a few coordinates whose effect should be able to vanish, e.g. a NeRF view head's
+            direction: mixed into every random feature, it can only be cancelled by A (see the
+            direction_frequencies flag of eugen-zipnerf); as a dense term, B = 0 removes it.
     """
 
     def __init__(
@@ -105,11 +110,15 @@ class EUGenLinear(nn.Module):
         store_projection: bool = True,
         projection_scale: float | None = None,
         seed: int | None = None,
+        linear_inputs: int = 0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.in_features = check_positive_int("in_features", in_features)
+        if type(linear_inputs) is not int or not 0 <= linear_inputs < in_features:
+            raise ValueError(f"linear_inputs must be an integer in 0..{in_features - 1}, got {linear_inputs!r}")
+        self.linear_inputs = linear_inputs
         self.out_features = check_positive_int("out_features", out_features)
         self.num_features = check_positive_int("num_features", num_features)
         self.order = check_positive_int("order", order)
@@ -121,7 +130,8 @@ class EUGenLinear(nn.Module):
         self.constant_feature = bool(constant_feature)
         self.trainable_projection = bool(trainable_projection)
         self.store_projection = bool(store_projection)
-        self.augmented_features = self.in_features + int(self.constant_feature) + int(self.norm_feature)
+        self.mixed_features = self.in_features - self.linear_inputs  # the coordinates G projects
+        self.augmented_features = self.mixed_features + int(self.constant_feature) + int(self.norm_feature)
         if projection_scale is None:
             projection_scale = 1.0 / math.sqrt(self.augmented_features)
         if not (isinstance(projection_scale, int | float) and math.isfinite(projection_scale) and projection_scale > 0):
@@ -140,6 +150,8 @@ class EUGenLinear(nn.Module):
             self.register_buffer("projection", projection, persistent=self.store_projection)
         self.weight = nn.Parameter(torch.empty(self.out_features, self.feature_dim, **factory))
         self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
+        self.linear_weight = (nn.Parameter(torch.empty(self.out_features, self.linear_inputs, **factory))
+                              if self.linear_inputs else None)
         self.reset_parameters()
 
     # ----------------------------------------------------------------------------------- sizes
@@ -162,14 +174,15 @@ class EUGenLinear(nn.Module):
         """Multiply-adds per input vector: the projection GEMM, the products, the output GEMM."""
         projection = self.num_projections * self.num_features * self.augmented_features
         products = (self.num_projections - self.order) * self.num_features
-        return projection + products + self.out_features * self.feature_dim
+        return projection + products + self.out_features * (self.feature_dim + self.linear_inputs)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"num_features={self.num_features}, order={self.order}, feature_map={self.feature_map}, "
             f"sampler={self.sampler}, bias={self.bias is not None}, norm_feature={self.norm_feature}, "
-            f"constant_feature={self.constant_feature}, trainable_projection={self.trainable_projection}"
+            f"constant_feature={self.constant_feature}, trainable_projection={self.trainable_projection}, "
+            f"linear_inputs={self.linear_inputs}"
         )
 
     # ------------------------------------------------------------------------------ parameters
@@ -181,10 +194,10 @@ class EUGenLinear(nn.Module):
         return (raw * self.projection_scale).to(torch.get_default_dtype())
 
     def reset_parameters(self) -> None:
-        bound = 1.0 / math.sqrt(self.feature_dim)
-        nn.init.uniform_(self.weight, -bound, bound)
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -bound, bound)
+        bound = 1.0 / math.sqrt(self.feature_dim + self.linear_inputs)  # as nn.Linear over all it reads
+        for parameter in (self.weight, self.bias, self.linear_weight):
+            if parameter is not None:
+                nn.init.uniform_(parameter, -bound, bound)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -196,7 +209,7 @@ class EUGenLinear(nn.Module):
     # --------------------------------------------------------------------------------- forward
     def _project(self, pieces: list[Piece]) -> tuple[Tensor, Tensor | None]:
         """Rows G x+ for the input concat(pieces), and ||x|| where a feature map needs it."""
-        d = self.in_features
+        d = self.mixed_features
         g = self.projection
         constant = g[:, d] if self.constant_feature else None
         projected = linear_on_pieces(g[:, :d], constant, pieces)
@@ -242,20 +255,43 @@ class EUGenLinear(nn.Module):
         return torch.cat([mapped] + ones, dim=1) if ones else mapped
 
     def features(self, x: Tensor | Factored | list[Piece]) -> Tensor:
-        """f(x) for a batch (N, in_features), without the constant order-0 feature."""
-        pieces = self._as_pieces(x)
+        """f(x) for a batch (N, in_features), without the constant order-0 feature (and without the
+        linear inputs)."""
+        _, pieces = self._split_linear_inputs(self._as_pieces(x))
         return self._feature_map(*self._project(pieces))
 
     def forward_factored(self, x: Tensor | Factored | list[Piece]) -> Factored:
         """The layer's output kept in feature space (for bundled chains and folded heads).
 
-        With a bias, the factored form is ([f, 1], [A | c], no bias): the same map, one GEMM to expand.
+        With a bias, the factored form is ([f, 1], [A | c], no bias): the same map, one GEMM to expand;
+        linear inputs join the same way ([f, 1, x_lin], [A | c | B]).
         """
-        pieces = self._as_pieces(x)
-        if self.bias is None:
-            return Factored(self._feature_map(*self._project(pieces)), self.weight, None)
-        features = self._feature_map(*self._project(pieces), with_constant=True)
-        return Factored(features, torch.cat([self.weight, self.bias[:, None]], dim=1), None)
+        linear, pieces = self._split_linear_inputs(self._as_pieces(x))
+        features = self._feature_map(*self._project(pieces), with_constant=self.bias is not None)
+        weights = [self.weight] if self.bias is None else [self.weight, self.bias[:, None]]
+        if linear is not None:
+            features = torch.cat([features, linear], dim=1)
+            weights.append(self.linear_weight)
+        return Factored(features, torch.cat(weights, dim=1) if len(weights) > 1 else self.weight, None)
+
+    def _split_linear_inputs(self, pieces: list[Piece]) -> tuple[Tensor | None, list[Piece]]:
+        """(the first `linear_inputs` coordinates as one dense tensor, the pieces of the rest)."""
+        if not self.linear_inputs:
+            return None, pieces
+        linear: list[Tensor] = []
+        rest: list[Piece] = []
+        needed = self.linear_inputs
+        for piece in pieces:
+            if needed == 0:
+                rest.append(piece)  # a factored piece past the linear inputs stays factored
+                continue
+            dense = piece.dense() if isinstance(piece, Factored) else piece
+            take = min(needed, dense.shape[1])
+            linear.append(dense[:, :take])
+            if take < dense.shape[1]:
+                rest.append(dense[:, take:])
+            needed -= take
+        return (torch.cat(linear, dim=1) if len(linear) > 1 else linear[0]), rest
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):

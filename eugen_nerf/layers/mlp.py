@@ -56,7 +56,7 @@ class EUGenConfig:
         check_choice("feature_map", self.feature_map, FEATURE_MAPS)
         check_choice("sampler", self.sampler, SAMPLERS)
 
-    def make_layer(self, in_features: int, out_features: int, index: int = 0) -> EUGenLinear:
+    def make_layer(self, in_features: int, out_features: int, index: int = 0, linear_inputs: int = 0) -> EUGenLinear:
         return EUGenLinear(
             in_features,
             out_features,
@@ -68,6 +68,7 @@ class EUGenConfig:
             constant_feature=self.constant_feature,
             trainable_projection=self.trainable_projection,
             seed=None if self.seed is None else self.seed + index,
+            linear_inputs=linear_inputs,
         )
 
 
@@ -92,6 +93,8 @@ class EUGenMLP(nn.Module):
 
     `bundle`: "auto" takes the bundled path whenever it is faster (it is, for training as well as
     inference: see README, "Bundled training"); "never" forces the layer-by-layer path.
+    `linear_inputs`: the first layer, if EUGen, takes the first `linear_inputs` input coordinates through
+    a dense term instead of its random features (`EUGenLinear`'s argument of that name).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class EUGenMLP(nn.Module):
         layer_kinds: str | Sequence[str] = "dense",
         eugen: EUGenConfig | None = None,
         bundle: BundleMode = "auto",
+        linear_inputs: int = 0,
     ) -> None:
         super().__init__()
         self.in_dim = check_positive_int("in_dim", in_dim)
@@ -128,6 +132,7 @@ class EUGenMLP(nn.Module):
         self.eugen = eugen if eugen is not None else EUGenConfig()
         self.eugen.validate()
         self.bundle = check_choice("bundle", bundle, ("auto", "always", "never"))
+        self.linear_inputs = linear_inputs
         self.layers = nn.ModuleList(
             self._make_layer(i, fan_in, fan_out) for i, (fan_in, fan_out) in enumerate(self._layer_sizes())
         )
@@ -147,7 +152,7 @@ class EUGenMLP(nn.Module):
     def _make_layer(self, index: int, fan_in: int, fan_out: int) -> nn.Module:
         if self.layer_kinds[index] == "dense":
             return nn.Linear(fan_in, fan_out)
-        return self.eugen.make_layer(fan_in, fan_out, index)
+        return self.eugen.make_layer(fan_in, fan_out, index, self.linear_inputs if index == 0 else 0)
 
     def get_out_dim(self) -> int:
         return self.out_dim

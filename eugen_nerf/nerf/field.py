@@ -50,7 +50,8 @@ def apply_head(head: FieldHead, features: Piece) -> Tensor:
 
 class EUGenNeRFField(Field):
     """NeRF field: position encoding -> base MLP (skip) -> density; [direction encoding, base
-    features] -> head MLP -> RGB. `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer.
+    features] -> head MLP -> RGB. `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer;
+    `linear_direction`: an EUGen first head layer takes the direction through a dense term.
 
     `position_encoding` is a point encoding (of the sample positions, after `spatial_distortion`) or a
     `SampleEncoding` of the whole frustums (mip-NeRF 360, Zip-NeRF), which contracts on its own."""
@@ -66,6 +67,7 @@ class EUGenNeRFField(Field):
         head_mlp_layer_width: int = 128,
         skip_connections: tuple[int, ...] = (4,),
         spatial_distortion: SpatialDistortion | None = None,
+        linear_direction: bool = False,
     ) -> None:
         super().__init__()
         self.position_encoding = position_encoding
@@ -90,6 +92,8 @@ class EUGenNeRFField(Field):
             out_activation=None if head_layer_kinds[-1] == "eugen" else nn.ReLU(),
             layer_kinds=list(head_layer_kinds),
             eugen=eugen,
+            # the head reads [direction, base features]: the direction is its first input coordinates
+            linear_inputs=direction_encoding.get_out_dim() if linear_direction else 0,
         )
         self.field_heads = nn.ModuleList([RGBFieldHead()])
         for field_head in self.field_heads:

@@ -29,6 +29,10 @@ class EUGenFieldFlags:
     """Indices of the base-MLP layers that become EUGen layers (0 = the first, fed by the encoding)."""
     eugen_head_layers: tuple[int, ...] = (0, 1)
     """Indices of the view-direction head layers that become EUGen layers."""
+    eugen_linear_direction: bool = False
+    """An EUGen first view-head layer takes the encoded direction through a dense term,
+    y = A f(base features) + B direction + c, instead of mixing it into each of its random features
+    (where only A can cancel it). The dense twin is unchanged: a dense layer is that already."""
     eugen: EUGenConfig = field(default_factory=EUGenConfig)
     """The EUGen layers' order k, features m, feature map and projections."""
     base_mlp_num_layers: int = 8
@@ -79,6 +83,7 @@ class EUGenFieldFlags:
             base_layer_kinds=self.base_layer_kinds(),
             head_layer_kinds=self.head_layer_kinds(),
             eugen=self.eugen,
+            linear_direction=self.eugen_linear_direction,
             base_mlp_layer_width=self.base_mlp_layer_width,
             head_mlp_layer_width=self.head_mlp_layer_width,
             skip_connections=self.skip_connections,
