@@ -11,9 +11,11 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
   and the grids get Zip-NeRF's normalised weight decay (`zipnerf_losses`, `hashgrid`).
 
 The NeRF MLP: grid features -> base MLP (the last base layer is the 256-wide bottleneck) -> density;
-[view direction, bottleneck] -> view-dependent head -> RGB. EUGen layers replace the bottleneck
-and head layers (the wide ones); the first base layer reads a few dozen grid features and stays dense.
-The head reads the raw direction, not Zip-NeRF's 4-frequency encoding (`direction_frequencies`).
+[view direction, bottleneck] -> view-dependent head -> RGB. EUGen layers replace the two head layers
+by default (the bottleneck can be one too: `eugen_base_layers`, measured worse); the first base layer
+reads a few dozen grid features and stays dense. The head reads the raw direction, not Zip-NeRF's
+4-frequency encoding (`direction_frequencies`), and its first layer takes it through a dense term
+(`eugen_linear_direction`).
 """
 
 from __future__ import annotations
@@ -66,14 +68,20 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Width of the density MLP and its bottleneck (Zip-NeRF: bottleneck 256)."""
     skip_connections: tuple[int, ...] = ()
     """Density-MLP layers that see the grid features again (Zip-NeRF: none)."""
-    eugen_base_layers: tuple[int, ...] = (1,)
-    """Density-MLP layers that become EUGen layers (1 = the bottleneck)."""
+    eugen_base_layers: tuple[int, ...] = ()
+    """Density-MLP layers that become EUGen layers (1 = the bottleneck). None by default: on the CPU
+    preset (README, eugen-zipnerf) an EUGen bottleneck trained to a lower train PSNR (25-26 against
+    28-29) and a far lower test PSNR (16.93 with the second head layer, 17.39 with both; 26-28 without)."""
     head_mlp_num_layers: int = 2
     """Layers of the view-dependent head (Zip-NeRF: 2 x 256)."""
     head_mlp_layer_width: int = 256
     """Width of the view-dependent head."""
     eugen_head_layers: tuple[int, ...] = (0, 1)
     """View-dependent head layers that become EUGen layers."""
+    eugen_linear_direction: bool = True
+    """The first head layer takes the direction through a dense term, y = A f(bottleneck) + B d + c:
+    with the direction inside its random features, EUGen in both head layers failed two seeds of three
+    on the CPU preset (18.05, 21.97 dB against dense 26.77, 27.03); README, eugen-zipnerf."""
     position_frequencies: int = 0
     """Unused: eugen-zipnerf encodes positions with the hash grid."""
     direction_frequencies: int = 0
@@ -81,7 +89,7 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     encodes it with 4 frequencies (27 numbers), but an EUGen view-head layer mixes every input number
     into each of its m fixed random features, so view-independent colour needs the output weights to
     cancel the direction terms: possible for 3 numbers, not for 27 > m = 16 (tests/test_layer_theory.py).
-    Measured on the CPU preset (seed 0, README eugen-zipnerf): EUGen in both view-head layers learns a
+    Measured on the CPU preset (default seed 42; README eugen-zipnerf): EUGen in both view-head layers learns a
     screen in front of the cameras with 4 frequencies (17.64 dB), reaches 28.17 dB with 0; EUGen in
     the second head layer only: 25.73 dB with 4, 27.85 dB with 0."""
     hash_grid: str = "auto"
