@@ -176,18 +176,24 @@ def test_checkpoint_of_another_grid_layout_is_a_one_line_error():
         model.load_state_dict(as_tcnn)
 
 
-def test_default_layout_is_the_view_head_with_the_direction_through_a_dense_term():
+def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_dense_term():
     from nerfstudio.data.scene_box import SceneBox
 
     from eugen_nerf.layers import EUGenLinear
 
-    config = EUGenZipNeRFModelConfig(base_mlp_layer_width=32, head_mlp_layer_width=32, grid_num_levels=2,
-                                     grid_max_resolution=32, grid_log2_hashmap_size=8,
-                                     proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
-                                     hash_grid="torch")
-    field = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).field
-    assert not any(isinstance(layer, EUGenLinear) for layer in field.mlp_base.layers)
-    first, second = field.mlp_head.layers
+    def field(**layout):
+        config = EUGenZipNeRFModelConfig(base_mlp_layer_width=32, head_mlp_layer_width=32, grid_num_levels=2,
+                                         grid_max_resolution=32, grid_log2_hashmap_size=8,
+                                         proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
+                                         hash_grid="torch", **layout)
+        return config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).field
+
+    default = field()
+    assert not any(isinstance(layer, EUGenLinear) for layer in default.mlp_base.layers)
+    assert [type(layer).__name__ for layer in default.mlp_head.layers] == ["Linear", "EUGenLinear"]
+    first, second = field(eugen_head_layers=(0, 1)).mlp_head.layers
     assert isinstance(second, EUGenLinear) and second.linear_inputs == 0
     assert isinstance(first, EUGenLinear) and first.linear_inputs == 3  # the raw unit direction
     assert first.projection.shape[1] == 32 + 1  # G reads the bottleneck and its norm, not the direction
+    first, _ = field(eugen_head_layers=(0, 1), eugen_linear_direction=False).mlp_head.layers
+    assert first.linear_inputs == 0 and first.projection.shape[1] == 3 + 32 + 1
