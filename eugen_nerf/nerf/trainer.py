@@ -145,8 +145,8 @@ class EUGenTrainer(Trainer):
         return loss, loss_dict, metrics_dict
 
     def diverged(self, step: int, what: str) -> TrainingDiverged:
-        lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {entry['optimizer'].lr:g}"
-                             for name, entry in self.config.optimizers.items() if name in self.optimizers.optimizers)
+        lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
+                             for name in self.optimizers.optimizers)  # the groups this model has
         try:
             kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
         except InputError:
