@@ -181,12 +181,15 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
 
     from eugen_nerf.layers import EUGenLinear
 
-    def field(**layout):
+    def model(**layout):
         config = EUGenZipNeRFModelConfig(base_mlp_layer_width=32, head_mlp_layer_width=32, grid_num_levels=2,
                                          grid_max_resolution=32, grid_log2_hashmap_size=8,
                                          proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
                                          hash_grid="torch", **layout)
-        return config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).field
+        return config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+
+    def field(**layout):
+        return model(**layout).field
 
     default = field()
     assert not any(isinstance(layer, EUGenLinear) for layer in default.mlp_base.layers)
@@ -197,3 +200,8 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
     assert first.projection.shape[1] == 32 + 1  # G reads the bottleneck and its norm, not the direction
     first, _ = field(eugen_head_layers=(0, 1), eugen_linear_direction=False).mlp_head.layers
     assert first.linear_inputs == 0 and first.projection.shape[1] == 3 + 32 + 1
+    # a checkpoint trained without the dense direction term does not fit a model with it: one line
+    without = model(eugen_head_layers=(0, 1), eugen_linear_direction=False).state_dict()
+    with pytest.raises(InputError, match=r"mlp_head.layers.0.projection has shape \(48, 36\) but this model's has "
+                                         r"\(48, 33\) \(different k, m, width or eugen-linear-direction\)"):
+        model(eugen_head_layers=(0, 1)).load_state_dict(without)

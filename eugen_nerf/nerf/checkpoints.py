@@ -61,7 +61,8 @@ def _eugen_layers(state: Mapping[str, Any]) -> set[str]:
 
 def check_state_fits(expected: Mapping[str, Any], state: Mapping[str, Any], flag: str) -> None:
     """Raise a one-line InputError when a checkpoint's state does not fit the model built from the
-    config: layers of the other type (dense vs EUGen), or other sizes (k, m, widths)."""
+    config: layers of the other type (dense vs EUGen), or other sizes (k, m, widths, which inputs an
+    EUGen layer takes through its dense term)."""
     mine, theirs = _eugen_layers(expected), _eugen_layers(state)
     if mine != theirs:
         def describe(layers: set[str]) -> str:
@@ -75,7 +76,8 @@ def check_state_fits(expected: Mapping[str, Any], state: Mapping[str, Any], flag
         if key in expected and hasattr(value, "shape") and tuple(value.shape) != tuple(expected[key].shape):
             raise InputError(
                 f"the checkpoint's {key} has shape {tuple(value.shape)} but this model's has "
-                f"{tuple(expected[key].shape)} (different k, m or width); load a run with its own config.yml"
+                f"{tuple(expected[key].shape)} (different k, m, width or eugen-linear-direction); "
+                "load a run with its own config.yml"
             )
 
 
