@@ -307,7 +307,10 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
                 "--data", str(tiny_blender), "--output-dir", str(tmp_path), "--experiment-name", "ctrl-c",
                 "--max-num-iterations", str(steps), "--steps-per-save", str(10**6),
                 "--pipeline.datamanager.train-num-rays-per-batch", "4", "--pipeline.model.num-coarse-samples", "4",
-                "--pipeline.model.num-importance-samples", "4", *extra]
+                "--pipeline.model.num-importance-samples", "4",
+                # The dense twin: this tests the trainer, and 4-ray batches of the default 7 stacked
+                # order-2 EUGen layers can diverge after a few hundred steps (README, "Known defect").
+                "--pipeline.model.layer", "dense", *extra]
 
     import os
 
