@@ -193,17 +193,15 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
 
     default = field()
     assert not any(isinstance(layer, EUGenLinear) for layer in default.mlp_base.layers)
-    first, second = default.mlp_head.layers
+    assert [type(layer).__name__ for layer in default.mlp_head.layers] == ["Linear", "EUGenLinear"]
+    first, second = field(eugen_head_layers=(0, 1)).mlp_head.layers
     assert isinstance(second, EUGenLinear) and second.linear_inputs == 0
     assert isinstance(first, EUGenLinear) and first.linear_inputs == 3  # the raw unit direction
-    assert first.num_features == second.num_features == 32  # this method's m (16 elsewhere)
     assert first.projection.shape[1] == 32 + 1  # G reads the bottleneck and its norm, not the direction
-    first, _ = field(eugen_linear_direction=False).mlp_head.layers
+    first, _ = field(eugen_head_layers=(0, 1), eugen_linear_direction=False).mlp_head.layers
     assert first.linear_inputs == 0 and first.projection.shape[1] == 3 + 32 + 1
-    second_only = field(eugen_head_layers=(1,)).mlp_head.layers
-    assert [type(layer).__name__ for layer in second_only] == ["Linear", "EUGenLinear"]
     # a checkpoint trained without the dense direction term does not fit a model with it: one line
-    without = model(eugen_linear_direction=False).state_dict()
-    with pytest.raises(InputError, match=r"mlp_head.layers.0.projection has shape \(96, 36\) but this model's has "
-                                         r"\(96, 33\) \(different k, m, width or eugen-linear-direction\)"):
-        model().load_state_dict(without)
+    without = model(eugen_head_layers=(0, 1), eugen_linear_direction=False).state_dict()
+    with pytest.raises(InputError, match=r"mlp_head.layers.0.projection has shape \(48, 36\) but this model's has "
+                                         r"\(48, 33\) \(different k, m, width or eugen-linear-direction\)"):
+        model(eugen_head_layers=(0, 1)).load_state_dict(without)

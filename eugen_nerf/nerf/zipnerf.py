@@ -11,12 +11,12 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
   and the grids get Zip-NeRF's normalised weight decay (`zipnerf_losses`, `hashgrid`).
 
 The NeRF MLP: grid features -> base MLP (the last base layer is the 256-wide bottleneck) -> density;
-[view direction, bottleneck] -> view-dependent head -> RGB. By default both view-head layers are EUGen
-layers with m = 32 features, the first taking the raw direction through a dense term
-(`eugen_linear_direction`): the layout that met both targets on the CPU preset (README,
-eugen-zipnerf). The bottleneck can be EUGen too (`eugen_base_layers`; measured far worse). The first
+[view direction, bottleneck] -> view-dependent head -> RGB. By default an EUGen layer replaces the
+second head layer, the layout that held on every seed measured; the first head layer and the bottleneck
+can be EUGen too (`eugen_head_layers`, `eugen_base_layers`: faster, measured less reliable). The first
 base layer reads a few dozen grid features and stays dense. The head reads the raw direction, not
-Zip-NeRF's 4-frequency encoding (`direction_frequencies`).
+Zip-NeRF's 4-frequency encoding (`direction_frequencies`); an EUGen first head layer takes it through
+a dense term (`eugen_linear_direction`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from torch import Tensor
 
 from eugen_nerf.errors import InputError
-from eugen_nerf.layers.mlp import EUGenConfig
 from eugen_nerf.nerf.contraction import L2SceneContraction
 from eugen_nerf.nerf.encodings import SampleEncoding
 from eugen_nerf.nerf.hashgrid import ScaleAwareHashGrid, check_backend_name
@@ -78,26 +77,25 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Layers of the view-dependent head (Zip-NeRF: 2 x 256)."""
     head_mlp_layer_width: int = 256
     """Width of the view-dependent head."""
-    eugen_head_layers: tuple[int, ...] = (0, 1)
-    """View-dependent head layers that become EUGen layers. Both by default, with m = 32 (`eugen`): on
-    the CPU preset (README, eugen-zipnerf; five seeds) 0.48 dB above the dense twin on the mean, MLP
-    1.48-1.57x faster; with m = 16, 1.85x but a screen in front of the cameras on one seed of four.
-    `(1,)` (the second layer only, m = 16) was closer to the dense twin seed by seed but only 1.26x faster."""
-    eugen: EUGenConfig = field(default_factory=lambda: EUGenConfig(num_features=32))
-    """Settings of the EUGen layers; m = 32 here (16 in the other methods): see eugen_head_layers."""
+    eugen_head_layers: tuple[int, ...] = (1,)
+    """View-dependent head layers that become EUGen layers. The second only by default: on the CPU
+    preset (README, eugen-zipnerf; four seeds) it stayed within 0.6 dB of the dense twin or above on
+    every seed (MLP 1.26x faster); both head layers are 1.85x faster but learned a screen in front of
+    the cameras on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on another. Both with
+    `--pipeline.model.eugen.num-features 32`: 0.48 dB above the dense twin on the mean of five seeds
+    and MLP 1.44x (median), but 3.9 dB below it on one seed."""
     eugen_linear_direction: bool = True
     """An EUGen first head layer takes the direction through a dense term, y = A f(bottleneck) + B d + c
     (no effect while that layer is dense): with the direction inside its random features, EUGen in
-    both head layers (m = 16) failed two seeds of three (18.05, 21.97 dB against dense 26.77, 27.03), with
-    the dense term one of four (README, eugen-zipnerf)."""
+    both head layers failed two seeds of three (18.05, 21.97 dB against dense 26.77, 27.03), with the
+    dense term one of four (README, eugen-zipnerf)."""
     position_frequencies: int = 0
     """Unused: eugen-zipnerf encodes positions with the hash grid."""
     direction_frequencies: int = 0
     """Frequencies of the view-direction encoding; 0 = the raw unit direction (3 numbers). Zip-NeRF
     encodes it with 4 frequencies (27 numbers), but an EUGen view-head layer mixes every input number
     into each of its m fixed random features, so view-independent colour needs the output weights to
-    cancel the direction terms: possible for 3 numbers, not for 27 > m = 16 (tests/test_layer_theory.py;
-    the measurements below are with m = 16).
+    cancel the direction terms: possible for 3 numbers, not for 27 > m = 16 (tests/test_layer_theory.py).
     Measured on the CPU preset (default seed 42; README eugen-zipnerf): EUGen in both view-head layers learns a
     screen in front of the cameras with 4 frequencies (17.64 dB), reaches 28.17 dB with 0; EUGen in
     the second head layer only: 25.73 dB with 4, 27.85 dB with 0."""
