@@ -79,7 +79,7 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Width of the view-dependent head."""
     eugen_head_layers: tuple[int, ...] = (1,)
     """View-dependent head layers that become EUGen layers. The second only by default: on the CPU
-    preset (README, eugen-zipnerf; four seeds) it stayed within 0.6 dB of the dense twin or above on
+    preset (README, eugen-zipnerf; five seeds) it stayed within 0.6 dB of the dense twin or above on
     every seed (MLP 1.26x faster); both head layers are 1.85x faster but learned a screen in front of
     the cameras on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on another. Both with
     `--pipeline.model.eugen.num-features 32`: 0.48 dB above the dense twin on the mean of five seeds
