@@ -30,6 +30,8 @@ def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method:
     config.max_num_iterations = steps
     config.steps_per_save = 1
     config.steps_per_eval_batch = config.steps_per_eval_image = config.steps_per_eval_all_images = 10**6
+    for entry in config.optimizers.values():  # eugen-zipnerf warms up for 5,000 steps
+        entry["scheduler"].warmup_steps = 0
     config.pipeline.datamanager.data = data
     config.pipeline.datamanager.train_num_rays_per_batch = 4
     config.pipeline.datamanager.eval_num_rays_per_batch = 4

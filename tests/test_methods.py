@@ -16,6 +16,7 @@ from test_nerf import ns
 
 from eugen_nerf.bench.nerf import BenchNeRF, random_ray_samples
 from eugen_nerf.errors import InputError
+from eugen_nerf.nerf import methods
 from eugen_nerf.nerf.dnerf import EUGenDNeRFDistortion
 from eugen_nerf.nerf.mipnerf360 import EUGenMipNeRF360ModelConfig
 from eugen_nerf.nerf.render import RenderTimeSweep
@@ -115,6 +116,16 @@ def test_dnerf_scene_without_times_is_one_line_error(tiny_scenes, tmp_path):
     (scene / "transforms_train.json").write_text(json.dumps(transforms))
     with pytest.raises(InputError, match=r"transforms_train.json: 1 of 3 frames have no \"time\" \(first: frame 1\)"):
         train(reduced_config(scene, tmp_path / "out", "eugen", method="eugen_dnerf"))
+
+
+def test_a_warmup_as_long_as_the_run_is_a_one_line_error(tiny_scenes, tmp_path):
+    config = reduced_config(tiny_scenes["eugen_zipnerf"], tmp_path / "out", "dense", method="eugen_zipnerf")
+    config.optimizers["proposal_networks"]["scheduler"].warmup_steps = 2
+    with pytest.raises(InputError, match=r"^--optimizers.proposal_networks.scheduler.warmup-steps 2 must be below "
+                                         r"--max-num-iterations 2$"):
+        train(config)
+    # the method's own default is Zip-NeRF's warm-up, inside its 25k steps
+    assert {entry["scheduler"].warmup_steps for entry in methods.eugen_zipnerf.config.optimizers.values()} == {5000}
 
 
 def test_presets_of_the_methods_build():

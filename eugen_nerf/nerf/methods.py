@@ -49,9 +49,10 @@ def trainer_defaults() -> dict:
     }
 
 
-def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8) -> dict:
+def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8, warmup_steps: int = 0) -> dict:
     """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training
-    (EUGenTrainer sets the decay's length to --max-num-iterations).
+    (EUGenTrainer sets the decay's length to --max-num-iterations), after an optional warm-up: nerfstudio's
+    sine ramp from 1e-8 over `warmup_steps` (`--optimizers.NAME.scheduler.warmup-steps`).
 
     nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead; RAdam's variance rectification
     acts as a ~1000-step warm-up, and on the CPU preset (1500 steps) that left both twins on the
@@ -59,7 +60,7 @@ def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8)
     """
     return {
         "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, warmup_steps=warmup_steps),
     }
 
 
@@ -108,11 +109,14 @@ eugen_mipnerf360 = method(
 )
 
 # Zip-NeRF at paper scale (hash grid 10x4 to 8192 with 2^21 entries per level, 64 + 64 + 32 samples,
-# Adam 1e-2 decayed to 1e-3 over 25k steps with eps 1e-15 as hash grids want; 4096 rays per batch
-# where Zip-NeRF used 65536); on a CPU use `eugen train zipnerf-cpu`.
+# Adam 1e-2 decayed to 1e-3 over 25k steps with eps 1e-15 as hash grids want, after Zip-NeRF's
+# 5,000-step warm-up (its lr_delay_steps, a sine ramp from ~0); 4096 rays per batch where Zip-NeRF
+# used 65536); on a CPU use `eugen train zipnerf-cpu`.
+ZIPNERF_WARMUP_STEPS = 5_000
 eugen_zipnerf = method(
     "eugen-zipnerf", "Zip-NeRF (torch or tiny-cuda-nn hash grid) with EUGen layers in its NeRF and proposal MLPs",
     NerfstudioDataParserConfig(data=DATA_DIR / "unbounded"), EUGenZipNeRFModelConfig(),
-    {"fields": adam_with_decay(1e-2, 1e-3, eps=1e-15), "proposal_networks": adam_with_decay(1e-2, 1e-3, eps=1e-15)},
+    {name: adam_with_decay(1e-2, 1e-3, eps=1e-15, warmup_steps=ZIPNERF_WARMUP_STEPS)
+     for name in ("fields", "proposal_networks")},
     max_num_iterations=25_000, train_num_rays_per_batch=4096,
 )

@@ -66,10 +66,16 @@ class EUGenTrainer(Trainer):
     def setup_optimizers(self):
         # The learning rate decays over the run as configured: a schedule's length follows
         # --max-num-iterations, so a 1,500-step CPU run decays as fully as a 200k-step GPU run.
-        for entry in self.config.optimizers.values():
+        # A warm-up as long as the run would never reach the decay (and one exactly as long divides by
+        # zero in nerfstudio's schedule at the last step): refuse it in one line.
+        for name, entry in self.config.optimizers.items():
             scheduler = entry.get("scheduler")
             if scheduler is not None and hasattr(scheduler, "max_steps"):
                 scheduler.max_steps = self.config.max_num_iterations
+            warmup = getattr(scheduler, "warmup_steps", 0)
+            if warmup and warmup >= self.config.max_num_iterations > 0:
+                raise InputError(f"--optimizers.{name}.scheduler.warmup-steps {warmup} must be below "
+                                 f"--max-num-iterations {self.config.max_num_iterations}")
         return super().setup_optimizers()
 
     def save_checkpoint(self, step: int) -> None:
