@@ -42,7 +42,7 @@ def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method:
         model.base_mlp_layer_width, model.proposal_mlp_layer_width = 64, 32
         model.num_proposal_samples_per_ray, model.num_nerf_samples_per_ray = (4, 4), 4
     if method == "eugen_zipnerf":
-        model.head_mlp_layer_width, model.grid_log2_hashmap_size = 64, 10
+        model.head_mlp_layer_width, model.bottleneck_width, model.grid_log2_hashmap_size = 64, 64, 10
         model.grid_num_levels, model.grid_max_resolution = 3, 64
         model.proposal_grid_num_levels, model.proposal_grid_max_resolutions = (2, 2), (32, 32)
     else:

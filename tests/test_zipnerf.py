@@ -182,7 +182,7 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
     from eugen_nerf.layers import EUGenLinear
 
     def model(**layout):
-        config = EUGenZipNeRFModelConfig(base_mlp_layer_width=32, head_mlp_layer_width=32, grid_num_levels=2,
+        config = EUGenZipNeRFModelConfig(bottleneck_width=32, head_mlp_layer_width=32, grid_num_levels=2,
                                          grid_max_resolution=32, grid_log2_hashmap_size=8,
                                          proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
                                          hash_grid="torch", **layout)
@@ -193,6 +193,10 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
 
     default = field()
     assert not any(isinstance(layer, EUGenLinear) for layer in default.mlp_base.layers)
+    # Zip-NeRF's density MLP: grid features -> 64 (ReLU) -> a linear bottleneck
+    assert [(layer.in_features, layer.out_features) for layer in default.mlp_base.layers] == [(8, 64), (64, 32)]
+    assert default.mlp_base.out_activation is None
+    assert isinstance(field(bottleneck_relu=True).mlp_base.out_activation, torch.nn.ReLU)
     assert [type(layer).__name__ for layer in default.mlp_head.layers] == ["Linear", "EUGenLinear"]
     first, second = field(eugen_head_layers=(0, 1)).mlp_head.layers
     assert isinstance(second, EUGenLinear) and second.linear_inputs == 0

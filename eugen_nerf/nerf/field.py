@@ -50,7 +50,9 @@ def apply_head(head: FieldHead, features: Piece) -> Tensor:
 
 class EUGenNeRFField(Field):
     """NeRF field: position encoding -> base MLP (skip) -> density; [direction encoding, base
-    features] -> head MLP -> RGB. `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer;
+    features] -> head MLP -> RGB. The base MLP's last layer is the bottleneck (`bottleneck_width`, the
+    base width when None; `bottleneck_relu`: a ReLU after it when it is dense).
+    `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer;
     `linear_direction`: an EUGen first head layer takes the direction through a dense term.
 
     `position_encoding` is a point encoding (of the sample positions, after `spatial_distortion`) or a
@@ -66,6 +68,8 @@ class EUGenNeRFField(Field):
         base_mlp_layer_width: int = 256,
         head_mlp_layer_width: int = 128,
         skip_connections: tuple[int, ...] = (4,),
+        bottleneck_width: int | None = None,
+        bottleneck_relu: bool = True,
         spatial_distortion: SpatialDistortion | None = None,
         linear_direction: bool = False,
     ) -> None:
@@ -77,10 +81,12 @@ class EUGenNeRFField(Field):
             in_dim=position_encoding.get_out_dim(),
             num_layers=len(base_layer_kinds),
             layer_width=base_mlp_layer_width,
+            out_dim=bottleneck_width,
             skip_connections=skip_connections,
             # An EUGen layer carries its own non-linearity; a ReLU after it would force the 256-wide
-            # features to be formed. After a dense last layer the ReLU stays, as in vanilla-nerf.
-            out_activation=None if base_layer_kinds[-1] == "eugen" else nn.ReLU(),
+            # features to be formed. After a dense last layer the ReLU stays, as in vanilla-nerf,
+            # unless the bottleneck is linear (Zip-NeRF).
+            out_activation=nn.ReLU() if bottleneck_relu and base_layer_kinds[-1] == "dense" else None,
             layer_kinds=list(base_layer_kinds),
             eugen=eugen,
         )

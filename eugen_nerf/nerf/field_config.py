@@ -41,6 +41,11 @@ class EUGenFieldFlags:
     """Width of the base MLP."""
     skip_connections: tuple[int, ...] = (4,)
     """Base-MLP layers that see the encoded position again."""
+    bottleneck_width: int = 0
+    """Width of the base MLP's last layer (the bottleneck the density and the view head read); 0: the
+    base width, as in vanilla-nerf. Zip-NeRF: a 64-wide hidden layer and a 256-wide bottleneck."""
+    bottleneck_relu: bool = True
+    """A ReLU after a dense last base layer, as in vanilla-nerf; Zip-NeRF's bottleneck is linear."""
     head_mlp_num_layers: int = 2
     """Layers of the view-direction head."""
     head_mlp_layer_width: int = 128
@@ -56,7 +61,7 @@ class EUGenFieldFlags:
             self.eugen.validate()
         self.base_layer_kinds()
         self.head_layer_kinds()
-        for name in ("position_frequencies", "direction_frequencies"):
+        for name in ("position_frequencies", "direction_frequencies", "bottleneck_width"):
             if getattr(self, name) < 0:
                 flag = "--pipeline.model." + name.replace("_", "-")
                 raise InputError(f"{flag} must be 0 or more, got {getattr(self, name)}")
@@ -87,5 +92,7 @@ class EUGenFieldFlags:
             base_mlp_layer_width=self.base_mlp_layer_width,
             head_mlp_layer_width=self.head_mlp_layer_width,
             skip_connections=self.skip_connections,
+            bottleneck_width=self.bottleneck_width or self.base_mlp_layer_width,
+            bottleneck_relu=self.bottleneck_relu,
             spatial_distortion=contraction,
         )

@@ -10,7 +10,7 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
 - samples are spaced in a power-transformed distance, the interlevel loss is the anti-aliased one,
   and the grids get Zip-NeRF's normalised weight decay (`zipnerf_losses`, `hashgrid`).
 
-The NeRF MLP: grid features -> base MLP (the last base layer is the 256-wide bottleneck) -> density;
+The NeRF MLP, Zip-NeRF's sizes: grid features -> 64 (ReLU) -> the linear 256-wide bottleneck -> density;
 [view direction, bottleneck] -> view-dependent head -> RGB. By default an EUGen layer replaces the
 second head layer, the layout that stayed within 0.6 dB of the dense twin or above on every seed
 measured; the first head layer and the bottleneck can be EUGen too (`eugen_head_layers`,
@@ -65,9 +65,14 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
 
     _target: type = field(default_factory=lambda: EUGenZipNeRFModel)
     base_mlp_num_layers: int = 2
-    """Layers of the density MLP: grid features -> width -> width (the last is the bottleneck)."""
-    base_mlp_layer_width: int = 256
-    """Width of the density MLP and its bottleneck (Zip-NeRF: bottleneck 256)."""
+    """Layers of the density MLP: grid features -> width -> bottleneck."""
+    base_mlp_layer_width: int = 64
+    """Hidden width of the density MLP (Zip-NeRF: 64)."""
+    bottleneck_width: int = 256
+    """Width of the density MLP's output, the bottleneck that the density and the view head read
+    (Zip-NeRF: 256)."""
+    bottleneck_relu: bool = False
+    """Zip-NeRF's bottleneck is linear (no ReLU after it)."""
     skip_connections: tuple[int, ...] = ()
     """Density-MLP layers that see the grid features again (Zip-NeRF: none)."""
     eugen_base_layers: tuple[int, ...] = ()
