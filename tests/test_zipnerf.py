@@ -147,6 +147,8 @@ def test_bad_zipnerf_flags_are_one_line_errors():
         EUGenZipNeRFModelConfig(hash_grid="cuda")
     with pytest.raises(InputError, match="--pipeline.model.direction-frequencies must be 0 or more, got -1"):
         EUGenZipNeRFModelConfig(direction_frequencies=-1)
+    with pytest.raises(InputError, match="--pipeline.model.bottleneck-width must be 0 or more, got -8"):
+        EUGenZipNeRFModelConfig(bottleneck_width=-8)
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="hash-grid tcnn"):
             ScaleAwareHashGrid(2, 1, 16, 32, 10, backend="tcnn")

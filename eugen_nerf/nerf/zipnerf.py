@@ -12,8 +12,8 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
 
 The NeRF MLP, Zip-NeRF's sizes: grid features -> 64 (ReLU) -> the linear 256-wide bottleneck -> density;
 [view direction, bottleneck] -> view-dependent head -> RGB. By default an EUGen layer replaces the
-second head layer, the layout that stayed within 0.6 dB of the dense twin or above on every seed
-measured; the first head layer and the bottleneck can be EUGen too (`eugen_head_layers`,
+second head layer, the layout that held the dense twin's quality on every seed measured (README);
+the first head layer and the bottleneck can be EUGen too (`eugen_head_layers`,
 `eugen_base_layers`: faster, measured less reliable). The first base layer reads a few dozen grid
 features and stays dense. The head reads the raw direction, not
 Zip-NeRF's 4-frequency encoding (`direction_frequencies`); an EUGen first head layer takes it through
@@ -77,19 +77,19 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Density-MLP layers that see the grid features again (Zip-NeRF: none)."""
     eugen_base_layers: tuple[int, ...] = ()
     """Density-MLP layers that become EUGen layers (1 = the bottleneck). None by default: on the CPU
-    preset (README, eugen-zipnerf) an EUGen bottleneck trained to a lower train PSNR (25-26 against
-    28-29) and a far lower test PSNR (16.93 with the second head layer, 17.39 with both; 26-28 without)."""
+    preset with the former 256-wide density MLP (README, eugen-zipnerf) an EUGen bottleneck trained to a
+    lower train PSNR (25-26 against 28-29) and a far lower test PSNR (16.93 with the second head layer,
+    17.39 with both; 26-28 without)."""
     head_mlp_num_layers: int = 2
     """Layers of the view-dependent head (Zip-NeRF: 2 x 256)."""
     head_mlp_layer_width: int = 256
     """Width of the view-dependent head."""
     eugen_head_layers: tuple[int, ...] = (1,)
-    """View-dependent head layers that become EUGen layers. The second only by default: on the CPU
-    preset (README, eugen-zipnerf; five seeds) it stayed within 0.6 dB of the dense twin or above on
-    every seed (MLP 1.26x faster); both head layers are 1.85x faster but learned a screen in front of
-    the cameras on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on another. Both with
-    `--pipeline.model.eugen.num-features 32`: 0.48 dB above the dense twin on the mean of five seeds
-    and MLP 1.44x (median), but 3.9 dB below it on one seed."""
+    """View-dependent head layers that become EUGen layers. The second only by default: the layout that
+    held the dense twin's quality on the CPU preset (README, eugen-zipnerf: five seeds with the former
+    256-wide density MLP, within 0.6 dB or above on each; with Zip-NeRF's 64-wide one, measured MLP
+    speed-up in the README). Both head layers were faster but learned a screen in front of the cameras
+    on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on another (former density MLP)."""
     eugen_linear_direction: bool = True
     """An EUGen first head layer takes the direction through a dense term, y = A f(bottleneck) + B d + c
     (no effect while that layer is dense): with the direction inside its random features, EUGen in
