@@ -12,7 +12,7 @@ Zip-NeRF = mip-NeRF 360's frame (L2 contraction, two proposal levels, distortion
 
 The NeRF MLP, Zip-NeRF's sizes: grid features -> 64 (ReLU) -> the linear 256-wide bottleneck -> density;
 [view direction, bottleneck] -> view-dependent head -> RGB. By default an EUGen layer replaces the
-second head layer, the layout that held the dense twin's quality on every seed measured (README);
+second head layer, the layout that held the dense twin's quality on every seed of the CPU preset (README);
 the first head layer and the bottleneck can be EUGen too (`eugen_head_layers`,
 `eugen_base_layers`: faster, measured less reliable). The first base layer reads a few dozen grid
 features and stays dense. The head reads the raw direction, not
