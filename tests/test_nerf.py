@@ -375,8 +375,10 @@ def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, t
     from eugen_nerf.nerf.distill import Distill
 
     plain = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "plain", rays=32).run()
+    # 1e-3, not the default 3e-3: on a 2-step teacher the default diverged at step 19 on an AMD EPYC VM
+    # (the stacked-layer Known defect); the test is about fine-tuning working, not about its default rate
     tuned = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "tuned", rays=32, finetune_steps=30,
-                    finetune_rays=64).run()
+                    finetune_rays=64, finetune_lr=1e-3).run()
     first, last = tuned["finetune_loss_first_last"]
     assert tuned["finetune_steps"] == 30 and last < first
 
