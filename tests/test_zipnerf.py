@@ -193,6 +193,8 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
     def field(**layout):
         return model(**layout).field
 
+    # Zip-NeRF's near plane on its 360 scenes, not nerfstudio's 0.05 (a screen formed just past that)
+    assert model().collider.near_plane == 0.2
     default = field()
     assert not any(isinstance(layer, EUGenLinear) for layer in default.mlp_base.layers)
     # Zip-NeRF's density MLP: grid features -> 64 (ReLU) -> a linear bottleneck

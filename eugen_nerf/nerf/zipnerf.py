@@ -64,6 +64,11 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Zip-NeRF (paper scale by default) with the layer flags of every method here."""
 
     _target: type = field(default_factory=lambda: EUGenZipNeRFModel)
+    collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.2, "far_plane": 1000.0})
+    """Ray bounds in the normalised scene. Zip-NeRF's near plane for the 360 scenes is 0.2; at
+    nerfstudio's 0.05 three of four CPU-preset trainings with Zip-NeRF's 64-wide density MLP (both
+    twins) learned a screen in front of the cameras, at 0.2 two of six, both dense twins (README,
+    eugen-zipnerf)."""
     base_mlp_num_layers: int = 2
     """Layers of the density MLP: grid features -> width -> bottleneck."""
     base_mlp_layer_width: int = 64
@@ -87,8 +92,8 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     eugen_head_layers: tuple[int, ...] = (1,)
     """View-dependent head layers that become EUGen layers. The second only by default: the layout that
     held the dense twin's quality on the CPU preset (README, eugen-zipnerf: five seeds with the former
-    256-wide density MLP, within 0.6 dB or above on each; with Zip-NeRF's 64-wide one, measured MLP
-    speed-up in the README). Both head layers were faster but learned a screen in front of the cameras
+    256-wide density MLP, within 0.6 dB or above on each; with Zip-NeRF's 64-wide one and near plane
+    0.2, three seeds at or above the dense twin, MLP speed-up in the README). Both head layers were faster but learned a screen in front of the cameras
     on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on another (former density MLP)."""
     eugen_linear_direction: bool = True
     """An EUGen first head layer takes the direction through a dense term, y = A f(bottleneck) + B d + c
