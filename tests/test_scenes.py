@@ -202,7 +202,6 @@ def test_unknown_scene_kind(capsys):
     assert "unknown scene command" in out and out.count("\n") == 0
 
 
-@pytest.mark.slow
 def _same_up_to_float_rounding(a, b) -> bool:
     """Equal JSON values, floats within a relative 1e-12 (a few units in the last place)."""
     if isinstance(a, float) or isinstance(b, float):
@@ -214,6 +213,7 @@ def _same_up_to_float_rounding(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 def test_embedded_data_regenerates_byte_for_byte(tmp_path):
     """data/ is what scripts/make-data.sh makes: same commands, same bytes."""
     assert _same_up_to_float_rounding({"f": [87.70175682468613]}, {"f": [87.70175682468614]})
