@@ -103,6 +103,46 @@ def test_mipnerf360_samples_frustums_with_proposals():
     assert all(torch.isfinite(loss) for loss in losses.values())
 
 
+def test_proposal_weight_anneal_follows_its_schedule_and_spreads_early_samples():
+    import math
+
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    config = EUGenMipNeRF360ModelConfig(base_mlp_num_layers=2, base_mlp_layer_width=16, skip_connections=(),
+                                        eugen_base_layers=(1,), proposal_mlp_num_layers=1, proposal_mlp_layer_width=8,
+                                        eugen_proposal_layers=(), num_proposal_samples_per_ray=(16,),
+                                        num_nerf_samples_per_ray=8, proposal_weights_anneal_max_num_iters=100)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    (anneal,) = model.get_training_callbacks(None)
+    for step, exponent in ((0, 0.0), (10, 10 * 0.1 / (9 * 0.1 + 1)), (100, 1.0), (5000, 1.0)):
+        anneal.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        assert math.isclose(model.proposal_sampler.anneal, exponent)
+
+    rays = RayBundle(origins=torch.zeros(6, 3), directions=torch.nn.functional.normalize(torch.randn(6, 3), dim=-1),
+                     pixel_area=torch.full((6, 1), 1e-4), nears=torch.full((6, 1), 0.05), fars=torch.full((6, 1), 10.0))
+
+    def nerf_sample_starts(density_fn) -> torch.Tensor:
+        torch.manual_seed(0)
+        samples, _, _ = model.proposal_sampler(rays, density_fns=[density_fn])
+        return samples.frustums.starts
+
+    def wall_near_the_camera(samples):
+        return (samples.frustums.starts < 0.5).float() * 100.0
+
+    def almost_empty(samples):
+        return torch.full_like(samples.frustums.starts, 1e-3)
+
+    model.proposal_sampler.set_anneal(0.0)  # the first step: the proposal's weights do not steer yet
+    assert torch.equal(nerf_sample_starts(wall_near_the_camera), nerf_sample_starts(almost_empty))
+    model.proposal_sampler.set_anneal(1.0)
+    assert (nerf_sample_starts(wall_near_the_camera) < 0.5).float().mean() > 0.9
+    assert EUGenMipNeRF360ModelConfig(use_proposal_weight_anneal=False).setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).get_training_callbacks(
+        None) == []
+
+
 def test_bad_proposal_layer_index_is_flag_error():
     with pytest.raises(InputError, match="eugen-proposal-layers"):
         EUGenMipNeRF360ModelConfig(proposal_mlp_num_layers=2, eugen_proposal_layers=(5,))

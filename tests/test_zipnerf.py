@@ -178,17 +178,58 @@ def test_checkpoint_of_another_grid_layout_is_a_one_line_error():
         model.load_state_dict(as_tcnn)
 
 
-def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_dense_term():
+def model(**flags):
+    """A tiny eugen-zipnerf model with the method's defaults otherwise (torch grid)."""
     from nerfstudio.data.scene_box import SceneBox
 
-    from eugen_nerf.layers import EUGenLinear
+    config = EUGenZipNeRFModelConfig(bottleneck_width=32, head_mlp_layer_width=32, grid_num_levels=2,
+                                     grid_max_resolution=32, grid_log2_hashmap_size=8,
+                                     proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
+                                     hash_grid="torch", **flags)
+    return config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
 
-    def model(**layout):
-        config = EUGenZipNeRFModelConfig(bottleneck_width=32, head_mlp_layer_width=32, grid_num_levels=2,
-                                         grid_max_resolution=32, grid_log2_hashmap_size=8,
-                                         proposal_grid_num_levels=(2, 2), proposal_grid_max_resolutions=(32, 32),
-                                         hash_grid="torch", **layout)
-        return config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+
+@pytest.mark.parametrize("density_bias", [-1.0, 0.0])
+def test_density_is_the_softplus_of_the_raw_density_plus_the_bias(density_bias):
+    field = model(**({} if density_bias == -1.0 else {"density_bias": density_bias})).field  # -1: the default
+    encoded = torch.randn(7, field.position_encoding.get_out_dim())
+    density, _ = field.density_from_encoding(encoded)
+    raw = field.field_output_density.net(field.mlp_base(encoded))
+    torch.testing.assert_close(density, torch.nn.functional.softplus(raw + density_bias))
+
+
+def test_a_config_written_before_the_density_bias_loads_as_it_trained():
+    import yaml
+
+    written = yaml.dump(EUGenZipNeRFModelConfig())
+    assert yaml.load(written, Loader=yaml.Loader).density_bias == -1.0
+    older = "\n".join(line for line in written.splitlines()
+                      if not line.startswith(("density_bias:", "use_proposal_weight_anneal:")))
+    loaded = yaml.load(older, Loader=yaml.Loader)
+    assert loaded.density_bias == 0.0 and loaded.use_proposal_weight_anneal is False
+
+
+def test_gradient_scaling_shrinks_the_field_gradients_of_samples_near_the_camera():
+    from nerfstudio.cameras.rays import RayBundle
+
+    def field_gradients(use_gradient_scaling: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        zipnerf = model(use_gradient_scaling=use_gradient_scaling)
+        rays = RayBundle(origins=torch.zeros(8, 3), directions=torch.nn.functional.normalize(torch.randn(8, 3), dim=-1),
+                         pixel_area=torch.full((8, 1), 1e-4), nears=torch.full((8, 1), 0.1),
+                         fars=torch.full((8, 1), 0.1001))
+        zipnerf.train()
+        zipnerf.get_outputs(rays)["rgb"].sum().backward()
+        return torch.cat([p.grad.flatten() for p in zipnerf.field.parameters() if p.grad is not None])
+
+    # every sample lies at distance ~0.1: its gradients scaled by 0.1^2
+    plain, scaled = field_gradients(False), field_gradients(True)
+    assert plain.abs().max() > 0
+    torch.testing.assert_close(scaled, plain * 0.1**2, rtol=1e-2, atol=1e-9)
+
+
+def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_dense_term():
+    from eugen_nerf.layers import EUGenLinear
 
     def field(**layout):
         return model(**layout).field

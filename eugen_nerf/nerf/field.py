@@ -42,9 +42,10 @@ def choose_layer_kinds(layer: str, num_layers: int, eugen_layers: Sequence[int],
         raise InputError(str(error)) from None
 
 
-def apply_head(head: FieldHead, features: Piece) -> Tensor:
-    """A field head (one linear layer + activation) on a dense or factored input."""
-    out = linear_on_pieces(head.net.weight, head.net.bias, [features])
+def apply_head(head: FieldHead, features: Piece, shift: float = 0.0) -> Tensor:
+    """A field head (one linear layer + activation) on a dense or factored input; `shift` is added
+    before the activation."""
+    out = linear_on_pieces(head.net.weight, head.net.bias, [features]) + shift
     return head.activation(out) if head.activation is not None else out
 
 
@@ -53,7 +54,8 @@ class EUGenNeRFField(Field):
     features] -> head MLP -> RGB. The base MLP's last layer is the bottleneck (`bottleneck_width`, the
     base width when None; `bottleneck_relu`: a ReLU after it when it is dense).
     `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer;
-    `linear_direction`: an EUGen first head layer takes the direction through a dense term.
+    `linear_direction`: an EUGen first head layer takes the direction through a dense term;
+    `density_bias`: added to the raw density before the softplus.
 
     `position_encoding` is a point encoding (of the sample positions, after `spatial_distortion`) or a
     `SampleEncoding` of the whole frustums (mip-NeRF 360, Zip-NeRF), which contracts on its own."""
@@ -72,8 +74,10 @@ class EUGenNeRFField(Field):
         bottleneck_relu: bool = True,
         spatial_distortion: SpatialDistortion | None = None,
         linear_direction: bool = False,
+        density_bias: float = 0.0,
     ) -> None:
         super().__init__()
+        self.density_bias = density_bias
         self.position_encoding = position_encoding
         self.direction_encoding = direction_encoding
         self.spatial_distortion = spatial_distortion
@@ -120,7 +124,7 @@ class EUGenNeRFField(Field):
     def density_from_encoding(self, encoded: Tensor) -> tuple[Tensor, Piece]:
         """get_density after the position encoding: the base MLP and the density head only."""
         base = self.mlp_base.forward_pieces(encoded.reshape(-1, encoded.shape[-1]))
-        density = apply_head(self.field_output_density, base)
+        density = apply_head(self.field_output_density, base, self.density_bias)
         return density.reshape(*encoded.shape[:-1], 1), base
 
     def get_outputs(

@@ -46,6 +46,9 @@ class EUGenFieldFlags:
     base width, as in vanilla-nerf. Zip-NeRF: a 64-wide hidden layer and a 256-wide bottleneck."""
     bottleneck_relu: bool = True
     """A ReLU after a dense last base layer, as in vanilla-nerf; Zip-NeRF's bottleneck is linear."""
+    density_bias: float = 0.0
+    """Added to the raw density before its softplus (vanilla NeRF: 0; mip-NeRF 360 and Zip-NeRF: -1,
+    so that an untrained field starts nearly empty, density 0.31 instead of 0.69)."""
     head_mlp_num_layers: int = 2
     """Layers of the view-direction head."""
     head_mlp_layer_width: int = 128
@@ -94,5 +97,6 @@ class EUGenFieldFlags:
             skip_connections=self.skip_connections,
             bottleneck_width=self.bottleneck_width or self.base_mlp_layer_width,
             bottleneck_relu=self.bottleneck_relu,
+            density_bias=self.density_bias,
             spatial_distortion=contraction,
         )

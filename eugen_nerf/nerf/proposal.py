@@ -59,6 +59,12 @@ class FrustumProposalSampler(Sampler):
         # mip-NeRF 360: linear up to distance 1, then uniform in disparity; Zip-NeRF: a power curve
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.pdf_sampler = PDFSampler(include_original=False, single_jitter=single_jitter)
+        # Exponent on the proposal weights before each resampling (mip-NeRF 360 eq. 18; nerfstudio's
+        # ProposalNetworkSampler.set_anneal): 0 resamples uniformly, 1 by the weights as they are.
+        self.anneal = 1.0
+
+    def set_anneal(self, anneal: float) -> None:
+        self.anneal = anneal
 
     def generate_ray_samples(
         self, ray_bundle: RayBundle | None = None, density_fns: Sequence[Callable[[RaySamples], Tensor]] | None = None
@@ -73,7 +79,8 @@ class FrustumProposalSampler(Sampler):
             if samples is None:
                 samples = self.initial_sampler(ray_bundle, num_samples=count)
             else:
-                samples = self.pdf_sampler(ray_bundle, samples, weights, num_samples=count)
+                resample_by = weights if self.anneal == 1.0 else weights.pow(self.anneal)
+                samples = self.pdf_sampler(ray_bundle, samples, resample_by, num_samples=count)
             if level < len(density_fns):
                 weights = samples.get_weights(density_fns[level](samples))
                 weights_list.append(weights)

@@ -1,5 +1,6 @@
 """What eugen-mipnerf360 and eugen-zipnerf share: a NeRF MLP fed by an encoding of whole frustums,
-the L2 scene contraction, proposal MLPs that resample each ray, the interlevel and distortion losses,
+the L2 scene contraction, proposal MLPs that resample each ray (their weights annealed over the first
+steps, mip-NeRF 360 eq. 18), the density bias -1, the interlevel and distortion losses,
 nerfstudio's renderers and metrics. Each method supplies its encodings (and may change the initial
 sampler, the interlevel loss and add regularisers).
 """
@@ -10,9 +11,15 @@ from dataclasses import dataclass, field
 
 import torch
 from nerfstudio.cameras.rays import RayBundle, RaySamples
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
-from nerfstudio.model_components.losses import MSELoss, distortion_loss, interlevel_loss
+from nerfstudio.model_components.losses import (
+    MSELoss,
+    distortion_loss,
+    interlevel_loss,
+    scale_gradients_by_distance_squared,
+)
 from nerfstudio.model_components.ray_samplers import Sampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
@@ -35,6 +42,9 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
     collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.05, "far_plane": 1000.0})
     """Ray bounds in the normalised scene (nerfstudio-data scales poses into [-1, 1]); the contraction
     makes a far bound of 1000 cost no more samples than a near one."""
+    density_bias: float = -1.0
+    """Added to the NeRF MLP's raw density before its softplus (mip-NeRF 360's and Zip-NeRF's -1: an
+    untrained field starts nearly empty; the proposal MLPs have the same shift)."""
     proposal_mlp_num_layers: int = 4
     """Hidden layers of each proposal MLP; a dense output layer follows."""
     proposal_mlp_layer_width: int = 256
@@ -49,12 +59,30 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
     """Weight of the interlevel (proposal) loss."""
     distortion_loss_mult: float = 0.01
     """Weight of the distortion loss (mip-NeRF 360 and Zip-NeRF: 0.01)."""
+    use_proposal_weight_anneal: bool = True
+    """Resample by the proposal weights raised to a power that grows from 0 to 1 over the first
+    `proposal_weights_anneal_max_num_iters` steps (mip-NeRF 360 eq. 18, Zip-NeRF, nerfacto): early
+    on, while the proposal MLPs know nothing, each ray's samples stay spread along it."""
+    proposal_weights_anneal_slope: float = 10.0
+    """Slope b of the schedule b x / ((b - 1) x + 1), x the fraction of the annealing steps done."""
+    proposal_weights_anneal_max_num_iters: int = 1000
+    """Steps over which the exponent reaches 1 (nerfacto's 1000)."""
+    use_gradient_scaling: bool = False
+    """Scale the NeRF field's gradients by the squared ray distance (clamped to 1), nerfstudio's
+    `scale_gradients_by_distance_squared` as nerfacto's flag of this name ("Floaters No More",
+    Philip and Deschaintre 2023): space near a camera is crossed by few rays at a high sample
+    density, so it takes large gradients and grows floaters there."""
     background_color: str = "last_sample"
     """last_sample | black | white | random: colour behind the contracted scene's last sample."""
 
     def __post_init__(self) -> None:
         self.check_field_flags()
         self.proposal_layer_kinds()
+
+    def __setstate__(self, state: dict) -> None:
+        # PyYAML fills fields missing from a config.yml with the class defaults: a run written before
+        # these two flags existed (2026-12-01) loads with what it trained with, not today's defaults.
+        self.__dict__.update({"density_bias": 0.0, "use_proposal_weight_anneal": False, **state})
 
     def proposal_layer_kinds(self) -> list[str]:
         return self.layer_kinds(self.proposal_mlp_num_layers, self.eugen_proposal_layers, "eugen-proposal-layers")
@@ -102,6 +130,19 @@ class ProposalNeRFModel(Model):
         self.ssim = structural_similarity_index_measure
         object.__setattr__(self, "lpips", OptionalLPIPS())  # not a submodule: see OptionalLPIPS
 
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> list[TrainingCallback]:
+        if not self.config.use_proposal_weight_anneal:
+            return []
+        return [TrainingCallback(where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                                 update_every_num_iters=1, func=self.set_proposal_anneal)]
+
+    def set_proposal_anneal(self, step: int) -> None:
+        done = min(max(step / max(self.config.proposal_weights_anneal_max_num_iters, 1), 0.0), 1.0)
+        slope = self.config.proposal_weights_anneal_slope
+        self.proposal_sampler.set_anneal(slope * done / ((slope - 1) * done + 1))
+
     def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         return {"fields": list(self.field.parameters()), "proposal_networks": list(self.proposal_networks.parameters())}
 
@@ -109,6 +150,8 @@ class ProposalNeRFModel(Model):
         proposals = list(self.proposal_networks)
         samples, weights_list, samples_list = self.proposal_sampler(ray_bundle, density_fns=proposals)
         field_outputs = self.field(samples)
+        if self.config.use_gradient_scaling:
+            field_outputs = scale_gradients_by_distance_squared(field_outputs, samples)
         weights = samples.get_weights(field_outputs[FieldHeadNames.DENSITY])
         weights_list.append(weights)
         samples_list.append(samples)
