@@ -149,6 +149,10 @@ def test_bad_zipnerf_flags_are_one_line_errors():
         EUGenZipNeRFModelConfig(direction_frequencies=-1)
     with pytest.raises(InputError, match="--pipeline.model.bottleneck-width must be 0 or more, got -8"):
         EUGenZipNeRFModelConfig(bottleneck_width=-8)
+    with pytest.raises(InputError, match="--pipeline.model.proposal-weights-anneal-slope must be above 0, got -2"):
+        EUGenZipNeRFModelConfig(proposal_weights_anneal_slope=-2.0)
+    with pytest.raises(InputError, match="--pipeline.model.proposal-weights-anneal-max-num-iters must be 1 or more"):
+        EUGenZipNeRFModelConfig(proposal_weights_anneal_max_num_iters=0)
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="hash-grid tcnn"):
             ScaleAwareHashGrid(2, 1, 16, 32, 10, backend="tcnn")

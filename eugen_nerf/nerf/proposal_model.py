@@ -27,6 +27,7 @@ from nerfstudio.utils import colormaps
 from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.checkpoints import checked_state
 from eugen_nerf.nerf.contraction import L2SceneContraction
 from eugen_nerf.nerf.encodings import SampleEncoding
@@ -78,6 +79,12 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
     def __post_init__(self) -> None:
         self.check_field_flags()
         self.proposal_layer_kinds()
+        if self.proposal_weights_anneal_slope <= 0:
+            raise InputError("--pipeline.model.proposal-weights-anneal-slope must be above 0, got "
+                             f"{self.proposal_weights_anneal_slope}")
+        if self.proposal_weights_anneal_max_num_iters < 1:
+            raise InputError("--pipeline.model.proposal-weights-anneal-max-num-iters must be 1 or more, got "
+                             f"{self.proposal_weights_anneal_max_num_iters}")
 
     def __setstate__(self, state: dict) -> None:
         # PyYAML fills fields missing from a config.yml with the class defaults: a run written before
@@ -139,7 +146,7 @@ class ProposalNeRFModel(Model):
                                  update_every_num_iters=1, func=self.set_proposal_anneal)]
 
     def set_proposal_anneal(self, step: int) -> None:
-        done = min(max(step / max(self.config.proposal_weights_anneal_max_num_iters, 1), 0.0), 1.0)
+        done = min(max(step / self.config.proposal_weights_anneal_max_num_iters, 0.0), 1.0)
         slope = self.config.proposal_weights_anneal_slope
         self.proposal_sampler.set_anneal(slope * done / ((slope - 1) * done + 1))
 
