@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from nerfstudio.cameras.rays import Frustums
+from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.utils.math import Gaussians
 
 from eugen_nerf.errors import InputError
@@ -258,3 +259,33 @@ def test_default_layout_and_the_first_head_layer_taking_the_direction_through_a_
     with pytest.raises(InputError, match=r"mlp_head.layers.0.projection has shape \(48, 36\) but this model's has "
                                          r"\(48, 33\) \(different k, m, width or eugen-linear-direction\)"):
         model(eugen_head_layers=(0, 1)).load_state_dict(without)
+
+
+@pytest.mark.parametrize("layer", ["dense", "eugen"])
+def test_a_widening_linear_bottleneck_stays_factored_and_its_readers_fold_it(layer):
+    """Zip-NeRF's bottleneck (64 -> 256, no activation) is never formed: the density head and the view
+    head fold its weight, in both twins; outputs and gradients equal the layer-by-layer path."""
+    from eugen_nerf.bench.nerf import random_ray_samples
+    from eugen_nerf.layers.factored import Factored
+
+    torch.manual_seed(0)
+    field = model(layer=layer, base_mlp_layer_width=16).field  # grid features -> 16 -> a 32-wide bottleneck
+    samples = random_ray_samples(64, torch.tensor([[-1.0] * 3, [1.0] * 3]), torch.device("cpu"))
+    _, base = field.get_density(samples)
+    assert isinstance(base, Factored) and base.features.shape == (64, 16) and base.width == 32
+
+    def outputs_and_gradients(bundle: str) -> list[torch.Tensor]:
+        field.mlp_base.bundle = field.mlp_head.bundle = bundle
+        field.zero_grad()
+        density, base = field.get_density(samples)
+        rgb = field.get_outputs(samples, density_embedding=base)[FieldHeadNames.RGB]
+        (density.square().sum() + rgb.sum()).backward()
+        return [density, rgb, *(p.grad for p in field.parameters() if p.grad is not None)]
+
+    folded, layerwise = outputs_and_gradients("auto"), outputs_and_gradients("never")
+    assert len(folded) == len(layerwise)
+    for a, b in zip(folded, layerwise, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # a narrowing bottleneck (64 -> 32: folding would cost its readers more) is formed as before
+    _, narrowing = model(layer=layer).field.get_density(samples)
+    assert isinstance(narrowing, torch.Tensor)

@@ -61,6 +61,18 @@ def piece_width(piece: Piece) -> int:
     return piece.width if isinstance(piece, Factored) else piece.shape[-1]
 
 
+def factored_width(piece: Piece) -> int:
+    """Columns a reader of the piece multiplies per row: F for a factored piece, else its width."""
+    return piece.features.shape[1] if isinstance(piece, Factored) else piece.shape[1]
+
+
+def factored_linear(weight: Tensor, bias: Tensor | None, piece: Piece) -> Factored:
+    """`piece @ weight.T + bias` kept factored (no N x out tensor is formed)."""
+    if isinstance(piece, Factored):
+        return piece.linear(weight, bias)
+    return Factored(piece, weight, bias)
+
+
 def linear_on_pieces(weight: Tensor, bias: Tensor | None, pieces: list[Piece]) -> Tensor:
     """`concat(pieces) @ weight.T + bias` without the concatenation, folding factored pieces.
 

@@ -9,7 +9,9 @@ non-linearity), so no hidden activation is applied after it. `out_activation` is
 output whatever the last layer is.
 
 Bundled inference (EUGEN-MATH section 4): after an EUGen layer the hidden vector is kept factored as
-(f, A, c); the next layer folds A into its own weights and never forms the 256-wide vector.
+(f, A, c); the next layer folds A into its own weights and never forms the 256-wide vector. A dense
+last layer with nothing after it that widens its input (Zip-NeRF's linear 64 -> 256 bottleneck) is kept
+factored the same way, (input, W, b), in the dense twin as in the EUGen one: its readers fold W.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, check_choice, check_positive_int
-from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces, piece_width
+from eugen_nerf.layers.factored import Factored, Piece, factored_linear, factored_width, linear_on_pieces, piece_width
 
 LayerKind = Literal["dense", "eugen"]
 BundleMode = Literal["auto", "always", "never"]
@@ -169,18 +171,23 @@ class EUGenMLP(nn.Module):
             for layer in self.layers
         )
 
-    def uses_bundling(self) -> bool:
-        if self.bundle == "never" or "eugen" not in self.layer_kinds:
+    def uses_bundling(self, pieces: Sequence[Piece] = (), factored_output: bool = False) -> bool:
+        """The bundled path ("auto" and "always": measured faster for inference and training alike)
+        wherever there is something to fold: an EUGen layer, a factored input, or a factored output
+        asked of an MLP whose last layer is linear."""
+        if self.bundle == "never":
             return False
-        return True  # "auto" and "always": measured faster for inference and training alike
+        return ("eugen" in self.layer_kinds or any(isinstance(p, Factored) for p in pieces)
+                or (factored_output and self.out_activation is None))
 
     # --------------------------------------------------------------------------------- forward
     def forward(self, in_tensor: Tensor) -> Tensor:
         return self.forward_pieces(in_tensor, factored_output=False)
 
     def forward_pieces(self, in_tensor: Tensor | list[Piece], factored_output: bool = True) -> Tensor | Factored:
-        """Forward pass; with `factored_output` the last EUGen layer's output stays factored, so that
-        linear heads can fold it (only when there is no out_activation).
+        """Forward pass; with `factored_output` the output of a last EUGen layer, or of a widening dense
+        last layer, stays factored, so that linear heads can fold it (only when there is no
+        out_activation).
 
         `in_tensor` may be a list of (N, w) pieces, some `Factored`, standing for their concatenation
         (a head fed [encoded direction, factored base output] never forms the concatenated input).
@@ -194,8 +201,8 @@ class EUGenMLP(nn.Module):
             pieces = [pieces[0].reshape(-1, self.in_dim)]
         else:
             leading = (pieces[0].features if isinstance(pieces[0], Factored) else pieces[0]).shape[:-1]
-        if self.uses_bundling():
-            out = self._forward_bundled(pieces)
+        if self.uses_bundling(pieces, factored_output):
+            out = self._forward_bundled(pieces, keep_factored=factored_output and self.out_activation is None)
         else:
             out = self._forward_layerwise(pieces)
         if isinstance(out, Factored) and (not factored_output or self.out_activation is not None):
@@ -218,7 +225,8 @@ class EUGenMLP(nn.Module):
                 x = self.activation(x)
         return x
 
-    def _forward_bundled(self, inputs: list[Piece]) -> Tensor | Factored:
+    def _forward_bundled(self, inputs: list[Piece], keep_factored: bool = False) -> Tensor | Factored:
+        """Layer by layer on pieces; with `keep_factored` a widening dense last layer stays factored."""
         hidden: Piece | None = None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -228,6 +236,11 @@ class EUGenMLP(nn.Module):
                 pieces = [*inputs, hidden] if i in self._skip_connections else [hidden]
             if isinstance(layer, EUGenLinear):
                 hidden = layer.forward_factored(pieces)
+            elif i == last and keep_factored and len(pieces) == 1 and factored_width(pieces[0]) <= layer.out_features:
+                # y = W x + b read only linearly (heads, the next MLP's first layer) or through ||y||:
+                # folding W costs each reader F = width(x) per output instead of width(y) (and F^2
+                # instead of F width(y) for a norm), so keeping it factored pays when F <= width(y).
+                hidden = factored_linear(layer.weight, layer.bias, pieces[0])
             else:
                 hidden = dense_on_pieces(layer, pieces)
                 if self.activation is not None and i < last:
