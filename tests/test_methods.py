@@ -176,6 +176,9 @@ def test_presets_of_the_methods_build():
                            ("zipnerf-cpu", "eugen-zipnerf"), ("zipnerf-paper", "eugen-zipnerf")):
         config = build_config(load_preset(preset), ["--pipeline.model.layer", "dense"])
         assert config.method_name == method and config.pipeline.model.layer == "dense"
+    # the CPU preset turns off the method's density bias and proposal annealing (measured worse there)
+    zipnerf = build_config(load_preset("zipnerf-cpu"), []).pipeline.model
+    assert zipnerf.density_bias == 0.0 and zipnerf.use_proposal_weight_anneal is False
 
 
 def test_time_sweep_renders_a_gif(method_runs, tmp_path):
