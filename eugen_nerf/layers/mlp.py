@@ -171,14 +171,13 @@ class EUGenMLP(nn.Module):
             for layer in self.layers
         )
 
-    def uses_bundling(self, pieces: Sequence[Piece] = (), factored_output: bool = False) -> bool:
+    def uses_bundling(self, pieces: Sequence[Piece] = (), keep_factored: bool = False) -> bool:
         """The bundled path ("auto" and "always": measured faster for inference and training alike)
-        wherever there is something to fold: an EUGen layer, a factored input, or a factored output
-        asked of an MLP whose last layer is linear."""
+        wherever there is something to fold: an EUGen layer, a factored input, or an output that may
+        stay factored (`keep_factored`: asked for, and no out_activation)."""
         if self.bundle == "never":
             return False
-        return ("eugen" in self.layer_kinds or any(isinstance(p, Factored) for p in pieces)
-                or (factored_output and self.out_activation is None))
+        return "eugen" in self.layer_kinds or any(isinstance(p, Factored) for p in pieces) or keep_factored
 
     # --------------------------------------------------------------------------------- forward
     def forward(self, in_tensor: Tensor) -> Tensor:
@@ -201,8 +200,9 @@ class EUGenMLP(nn.Module):
             pieces = [pieces[0].reshape(-1, self.in_dim)]
         else:
             leading = (pieces[0].features if isinstance(pieces[0], Factored) else pieces[0]).shape[:-1]
-        if self.uses_bundling(pieces, factored_output):
-            out = self._forward_bundled(pieces, keep_factored=factored_output and self.out_activation is None)
+        keep_factored = factored_output and self.out_activation is None
+        if self.uses_bundling(pieces, keep_factored):
+            out = self._forward_bundled(pieces, keep_factored)
         else:
             out = self._forward_layerwise(pieces)
         if isinstance(out, Factored) and (not factored_output or self.out_activation is not None):

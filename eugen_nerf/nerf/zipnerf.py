@@ -93,9 +93,9 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """View-dependent head layers that become EUGen layers. The second only by default: the layout that
     held the dense twin's quality on the CPU preset (README, eugen-zipnerf: five seeds with the former
     256-wide density MLP, within 0.6 dB or above on each; with Zip-NeRF's 64-wide one and near plane
-    0.2, three seeds above the dense twin at MLP 1.41x). Both head layers were faster but learned a
-    screen in front of the cameras on one seed of four (17.26 dB against 27.17) and lost 2.4 dB on
-    another (former density MLP)."""
+    0.2, three seeds above the dense twin at MLP 1.41x; 1.86x since the linear bottleneck is kept
+    factored). Both head layers were faster but learned a screen in front of the cameras on one seed
+    of four (17.26 dB against 27.17) and lost 2.4 dB on another (former density MLP)."""
     eugen_linear_direction: bool = True
     """An EUGen first head layer takes the direction through a dense term, y = A f(bottleneck) + B d + c
     (no effect while that layer is dense): with the direction inside its random features, EUGen in
