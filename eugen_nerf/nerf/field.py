@@ -45,9 +45,9 @@ def choose_layer_kinds(layer: str, num_layers: int, eugen_layers: Sequence[int],
 def apply_head(head: FieldHead, features: Piece, shift: float = 0.0) -> Tensor:
     """A field head (one linear layer + activation) on a dense or factored input; `shift` is added
     before the activation."""
-    out = linear_on_pieces(head.net.weight, head.net.bias, [features])
-    if shift:  # only the density head has one; the RGB heads skip the extra tensor
-        out = out + shift
+    # the shift rides in the bias (one number per output, not a pass over the N x out result)
+    bias = head.net.bias + shift if shift else head.net.bias
+    out = linear_on_pieces(head.net.weight, bias, [features])
     return head.activation(out) if head.activation is not None else out
 
 
