@@ -28,10 +28,10 @@ COMMANDS: dict[str, dict[str, str]] = {
     "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF",
               "suite": "eugen_nerf.bench.suite:BenchSuite"},
     "scene": SCENES,
-    "render": {"time-sweep": "eugen_nerf.nerf.render:RenderTimeSweep"},
+    "render": {"time-sweep": "eugen_nerf.nerf.commands.time_sweep:RenderTimeSweep"},
     "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
 }
-SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo", "distill": "eugen_nerf.nerf.distill:Distill"}
+SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo", "distill": "eugen_nerf.nerf.commands.distill_run:Distill"}
 
 
 def load(target: str) -> type:
@@ -56,7 +56,7 @@ def _usage() -> str:
 
 def _dispatch(group: str, rest: list[str]) -> int:
     if group == "train":  # ns-train flags pass through; nerfstudio's own parser reads them
-        from eugen_nerf.nerf.train import train_main
+        from eugen_nerf.nerf.commands.train_preset import train_main
 
         return train_main(rest)
     if group in SINGLE:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         return _dispatch(argv[0], argv[1:])
-    except (InputError, ValueError) as error:  # bad input, and the validation errors of the layer/scene code
+    except (InputError, ValueError) as error:  # bad input; ValueError: the layer library's own argument checks
         return print_error(str(error))
 
 

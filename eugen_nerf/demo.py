@@ -26,7 +26,7 @@ from rich.console import Console
 from eugen_nerf.bench.nerf import compare_pipelines, print_table
 from eugen_nerf.bench.timing import command_line, machine_description, today
 from eugen_nerf.errors import InputError
-from eugen_nerf.nerf.render import render_frames
+from eugen_nerf.nerf.commands.time_sweep import render_frames
 from eugen_nerf.presets import load_preset
 from eugen_nerf.scenes.render import look_at
 
@@ -122,7 +122,7 @@ def evaluate(config_path: Path, console: Console):
     """ns-eval's computation in-process: mean test-split metrics, written beside the run as eval.json."""
     from nerfstudio.utils.eval_utils import eval_setup
 
-    import eugen_nerf.nerf.methods  # noqa: F401 - error printing and allocator in this process
+    import eugen_nerf.nerf.methods.registry  # noqa: F401 - error printing and allocator in this process
 
     config, pipeline, checkpoint, _ = eval_setup(config_path, test_mode="test")
     pipeline.eval()

@@ -15,10 +15,9 @@ A preset file is small YAML:
 `eugen train PRESET [more ns-train flags]` is `ns-train METHOD --flag value ... [twin flags] [more
 flags]`; later flags win, so anything in a preset can be overridden on the command line.
 
-Twin flags exist because the twins do not train best at the same settings: on the nerf-cpu field the
-dense twin reaches 22.4 dB at learning rate 1e-3 and collapses to the background at 2e-3, while the
-EUGen twin reaches 20.1 dB at 1e-3 and 22.9 at 3e-3 (README "Demo"). Comparing each at its own
-measured best is the fair comparison; the preset says so in the open.
+Twin flags exist because the twins do not train best at the same settings (e.g. the learning rate):
+each is compared at its own measured best, and the preset says so in the open (the measurements:
+docs/results/).
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ from typing import Any
 import yaml
 
 from eugen_nerf.errors import InputError
+from eugen_nerf.resources import presets_dir
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS_DIR = presets_dir()
 
 
 @dataclass

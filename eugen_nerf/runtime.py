@@ -9,9 +9,8 @@ THP_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 
 def enable_huge_page_allocation() -> bool:
     """Ask torch's CPU allocator for transparent huge pages on large tensors (torch reads the
-    variable lazily, at its first large allocation). A fresh (65,536 x 256) float tensor otherwise
-    costs ~16,000 page faults, about 20 ms on this project's 2-core VMs: as much as the GEMM that
-    fills it. Applies to dense and EUGen paths alike. Returns whether it is on; a user's explicit
-    setting (e.g. THP_MEM_ALLOC_ENABLE=0) is respected."""
+    variable lazily, at its first large allocation): a fresh large output tensor otherwise costs
+    thousands of page faults, comparable to the GEMM that fills it. Applies to dense and EUGen paths
+    alike. Returns whether it is on; a user's explicit setting (e.g. THP_MEM_ALLOC_ENABLE=0) is respected."""
     os.environ.setdefault(THP_VARIABLE, "1")
     return os.environ[THP_VARIABLE] == "1"

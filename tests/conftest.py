@@ -4,6 +4,9 @@ tests/test_train.py reduces its methods (CPU, 4 rays, 4 + 4 samples, 2 steps, te
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +21,9 @@ def tiny_blender(tmp_path_factory) -> Path:
     return out
 
 
-def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method: str = "eugen_nerf"):
+def build_reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method: str = "eugen_nerf"):
     """A method's config (eugen_nerf, eugen_dnerf, eugen_mipnerf360 or eugen_zipnerf) at smoke-test size."""
-    from eugen_nerf.nerf import methods
+    from eugen_nerf.nerf.methods import registry as methods
 
     config = copy.deepcopy(getattr(methods, method).config)
     config.machine.device_type = "cpu"
@@ -50,7 +53,7 @@ def reduced_config(data: Path, output: Path, layer: str, steps: int = 2, method:
     return config
 
 
-def train(config):
+def train_config(config):
     """What `ns-train` does after parsing: save the config, set up the trainer, train."""
     config.set_timestamp()
     config.save_config()
@@ -66,7 +69,34 @@ def tiny_runs(tiny_blender, tmp_path_factory) -> dict[str, Path]:
     output = tmp_path_factory.mktemp("runs")
     runs = {}
     for layer in ("eugen", "dense"):
-        config = reduced_config(tiny_blender, output, layer)
-        train(config)
+        config = build_reduced_config(tiny_blender, output, layer)
+        train_config(config)
         runs[layer] = config.get_base_dir() / "config.yml"
     return runs
+
+
+def run_ns(tool: str, *args: str) -> subprocess.CompletedProcess:
+    """One of nerfstudio's commands (ns-train, ns-eval, ...) of this environment, in a subprocess."""
+    bin_dir = Path(sys.executable).parent
+    # ns-render needs the ffmpeg that scripts/setup.sh links into the venv's bin, also when pytest is
+    # started without activating the venv
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([str(bin_dir / tool), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="session")
+def reduced_config():
+    """`build_reduced_config`: a method's config at smoke-test size."""
+    return build_reduced_config
+
+
+@pytest.fixture(scope="session")
+def train():
+    """`train_config`: what ns-train does after parsing."""
+    return train_config
+
+
+@pytest.fixture(scope="session")
+def ns():
+    """`run_ns`: a nerfstudio command in a subprocess."""
+    return run_ns

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import tyro
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -51,7 +52,8 @@ class BenchLayers:
     output: Path | None = None
     """Write the results as JSON here."""
     seed: int = 0
-    console: Console = field(default_factory=Console, repr=False)
+    """Seed of the random inputs and projections."""
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
         if self.quick:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
 from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.engine.runs import load_pipeline, read_run_config
 
 if TYPE_CHECKING:  # nerfstudio is imported when a benchmark runs, not when this module loads
     from nerfstudio.cameras.rays import RaySamples
@@ -48,25 +49,9 @@ def random_ray_samples(num_points: int, aabb: torch.Tensor, device: torch.device
     return RaySamples(frustums=frustums)
 
 
-def load_pipeline(config_path: Path, what: str, test_mode: str = "inference"):
-    """nerfstudio's eval_setup on a run's config.yml (inference mode: cameras only, no images; test
-    mode: the test split's images too, for metrics)."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
-    import eugen_nerf.nerf.methods  # noqa: F401 - our methods and error printing, in-process
-
-    if not config_path.is_file():
-        raise InputError(f"{config_path}: {what} not found (expected a run's config.yml)")
-    _, pipeline, checkpoint, step = eval_setup(config_path, test_mode=test_mode)
-    pipeline.eval()
-    return pipeline, checkpoint, step
-
-
 def dense_twin_of(config_path: Path, device: torch.device):
     """The dense twin of an EUGen run, untrained (timing does not depend on the weights)."""
-    import yaml
-
-    config = yaml.load(config_path.read_text(), Loader=yaml.Loader)  # nerfstudio's own config format
+    config = read_run_config(config_path, "--load-config")
     if getattr(config.pipeline.model, "layer", None) != "eugen":
         raise InputError(f"{config_path}: not an EUGen run (no --pipeline.model.layer eugen); pass --baseline-config")
     config.pipeline.model.layer = "dense"

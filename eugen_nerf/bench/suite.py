@@ -1,5 +1,5 @@
 """`eugen bench suite RUN...`: every method's dense twin against its EUGen runs (trained or distilled),
-side by side in one process, and the README's benchmark table.
+side by side in one process, and one table of them all (docs/results/suite.md).
 
 For each method (eugen-nerf, eugen-mipnerf360, eugen-zipnerf, eugen-dnerf) with a dense run and at
 least one EUGen run among RUN... (config.yml files or folders searched for them), timed interleaved
@@ -22,9 +22,10 @@ import tyro
 from rich.console import Console
 from rich.progress import Progress
 
-from eugen_nerf.bench.nerf import compare_pipelines, load_pipeline
+from eugen_nerf.bench.nerf import compare_pipelines
 from eugen_nerf.bench.timing import command_line, machine_description, peak_memory_mb, today, write_json_results
 from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.engine.runs import load_pipeline, read_run_config
 
 METHODS = ("eugen-nerf", "eugen-mipnerf360", "eugen-zipnerf", "eugen-dnerf")
 
@@ -42,15 +43,11 @@ class Run:
 
 
 def read_run(config_path: Path) -> Run:
-    import yaml
-
-    import eugen_nerf.nerf.methods  # noqa: F401 - the config classes yaml refers to
-
+    config = read_run_config(config_path, "run")
     try:
-        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)  # nerfstudio's own config format
         method, layer = config.method_name, getattr(config.pipeline.model, "layer", "dense")
-    except Exception as error:  # noqa: BLE001 - any unreadable config is the same one-line error
-        raise InputError(f"{config_path}: not a readable nerfstudio config.yml ({type(error).__name__})") from None
+    except AttributeError:
+        raise InputError(f"{config_path}: not a nerfstudio run's config.yml (no method or model)") from None
     return Run(config_path, method, layer, (config_path.parent / "distill.json").is_file())
 
 
@@ -160,9 +157,7 @@ def _metric(metrics: dict, name: str) -> float | None:
 
 def untrained_twin(config_path: Path, device: torch.device, num_features: int):
     """An EUGen run's pipeline rebuilt with m = num_features, untrained (timing only)."""
-    import yaml
-
-    config = copy.deepcopy(yaml.load(config_path.read_text(), Loader=yaml.Loader))
+    config = copy.deepcopy(read_run_config(config_path, "run"))
     config.pipeline.model.eugen.num_features = num_features
     pipeline = config.pipeline.setup(device=device, test_mode="inference")
     pipeline.eval()

@@ -41,8 +41,9 @@ from eugen_nerf.isdf.training import (
     save_run,
 )
 from eugen_nerf.layers.mlp import EUGenConfig
+from eugen_nerf.resources import embedded_scene
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "data" / "rgbd"
+DEFAULT_DATA = embedded_scene("rgbd")
 CHECKPOINT, SETTINGS, HISTORY, METRICS = "checkpoint.pt", "run.json", "history.json", "metrics.json"
 
 

@@ -1,4 +1,4 @@
-"""Continual SDF learning from a depth stream, as iSDF does it (see ../shared/ISDF-NOTES.md):
+"""Continual SDF learning from a depth stream, as iSDF does it (docs/methods/isdf.md):
 samples along the rays of a window of frames, bounds on |SDF| from the depth, the truncated SDF loss
 with eikonal and gradient terms, keyframes chosen by how badly the frozen map renders a new frame,
 and a window of recent plus loss-weighted keyframes."""
@@ -265,14 +265,14 @@ def save_run(path: Path, trainer: ContinualTrainer) -> None:
     """An atomic checkpoint with tensors and plain values only (loads with weights_only=True)."""
     from dataclasses import asdict
 
-    from eugen_nerf.nerf.checkpoints import save_atomically
+    from eugen_nerf.nerf.engine.checkpoints import save_atomically
 
     save_atomically({"network": trainer.network.state_dict(), "optimizer": trainer.optimizer.state_dict(),
                      "state": asdict(trainer.state), "generator": trainer.generator.get_state()}, path)
 
 
 def load_run(path: Path, trainer: ContinualTrainer) -> None:
-    from eugen_nerf.nerf.checkpoints import check_state_fits, load_safely
+    from eugen_nerf.nerf.engine.checkpoints import check_state_fits, load_safely
 
     checkpoint = load_safely(path)
     check_state_fits(trainer.network.state_dict(), checkpoint["network"], "--network.layer")

@@ -1,4 +1,4 @@
-"""Layer-wise distillation of a dense layer into an EUGen layer without backpropagation (EUGEN-MATH 3).
+"""Layer-wise distillation of a dense layer into an EUGen layer without backpropagation (docs/eugen-math.md §3).
 
     A^T = (F^T F + lambda I)^-1 F^T Y      F = [1, f(X)],  Y = teacher outputs
 

@@ -7,7 +7,7 @@
 
 All k(k+1)/2 matrices G are stacked into one (k(k+1)/2 * m) x d_plus matrix and applied in one GEMM;
 the norm and constant coordinates are never concatenated onto x: they enter as a rank-1 update and as
-the GEMM's bias. See EUGEN-MATH.md; special cases (one module, not a family of classes):
+the GEMM's bias. See docs/eugen-math.md; special cases (one module, not a family of classes):
   order=1, feature_map="identity"   low-rank layer with a norm feature
   order=1, feature_map="relu"       ReLU-SNNK (arc-cosine kernel)
   feature_map="trig"                trigonometric random features [cos, sin] (Gaussian kernel)
@@ -212,10 +212,10 @@ class EUGenLinear(nn.Module):
         d = self.mixed_features
         g = self.projection
         constant = g[:, d] if self.constant_feature else None
-        projected = linear_on_pieces(g[:, :d], constant, pieces)
+        projected = linear_on_pieces(g[:, :d], constant, pieces)  # [N, T*m], T = k(k+1)/2 projections
         norm = None
         if self.norm_feature or self.feature_map == "exp":
-            norm = piece_norms(pieces)
+            norm = piece_norms(pieces)  # [N]
         if self.norm_feature:
             # The norm coordinate as a rank-1 update instead of a concatenated column.
             if torch.is_grad_enabled():
@@ -237,7 +237,7 @@ class EUGenLinear(nn.Module):
         for i in range(1, self.order + 1):
             start = (i - 1) * i // 2 * m
             factors = [projected[:, start + j * m : start + (j + 1) * m] for j in range(i)]
-            orders.append(reduce(torch.mul, factors))
+            orders.append(reduce(torch.mul, factors))  # [N, m]: the order-i products
         ones = [projected.new_ones(projected.shape[0], 1)] if with_constant else []
         if self.feature_map in ("identity", "relu"):
             # relu(1) = 1, so the constant column can be mapped along with the rest.
@@ -267,7 +267,7 @@ class EUGenLinear(nn.Module):
         linear inputs join the same way ([f, 1, x_lin], [A | c | B]).
         """
         linear, pieces = self._split_linear_inputs(self._as_pieces(x))
-        features = self._feature_map(*self._project(pieces), with_constant=self.bias is not None)
+        features = self._feature_map(*self._project(pieces), with_constant=self.bias is not None)  # [N, F]
         weights = [self.weight] if self.bias is None else [self.weight, self.bias[:, None]]
         if linear is not None:
             features = torch.cat([features, linear], dim=1)
@@ -323,7 +323,7 @@ class EUGenLinear(nn.Module):
         seed: int | None = None,
         norm_feature: bool = False,
     ) -> EUGenLinear:
-        """An unbiased EUGen estimator of `sigma(linear(x))` for sigma(z) = sum_i a_i z^i (EUGEN-MATH 2).
+        """An unbiased EUGen estimator of `sigma(linear(x))` for sigma(z) = sum_i a_i z^i (docs/eugen-math.md §2).
 
         `poly_coeffs` are a_0..a_k (k = order). The bias enters through the constant coordinate
         x~ = [x; 1]; a norm coordinate would get weight 0 and only add variance, hence off by default.

@@ -2,7 +2,7 @@
 
 A chain of EUGen layers never needs its hidden vectors: an EUGen layer's output is `y = f @ A.T + c`
 with a narrow feature matrix `f` (N x F, F = k*m), and whatever consumes `y` linearly can fold `A` into
-its own weights (EUGEN-MATH section 4, "bundling"). `Factored` is that `(f, A, c)` triple.
+its own weights (docs/eugen-math.md §4, "bundling"). `Factored` is that `(f, A, c)` triple.
 """
 
 from __future__ import annotations

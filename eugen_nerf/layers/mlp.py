@@ -8,7 +8,7 @@ An EUGen layer stands for a dense layer *and* its activation (Phi and the polyno
 non-linearity), so no hidden activation is applied after it. `out_activation` is applied to the MLP's
 output whatever the last layer is.
 
-Bundled inference (EUGEN-MATH section 4): after an EUGen layer the hidden vector is kept factored as
+Bundled inference (docs/eugen-math.md §4): after an EUGen layer the hidden vector is kept factored as
 (f, A, c); the next layer folds A into its own weights and never forms the 256-wide vector. A dense
 last layer with nothing after it that widens its input (Zip-NeRF's linear 64 -> 256 bottleneck) is kept
 factored the same way, (input, W, b), in the dense twin as in the EUGen one: its readers fold W.
@@ -93,8 +93,8 @@ class EUGenMLP(nn.Module):
     """nerfstudio's `MLP(in_dim, num_layers, layer_width, out_dim, skip_connections, activation,
     out_activation)` with `layer_kinds` choosing dense or EUGen per layer.
 
-    `bundle`: "auto" takes the bundled path whenever it is faster (it is, for training as well as
-    inference: see README, "Bundled training"); "never" forces the layer-by-layer path.
+    `bundle`: "auto" takes the bundled path wherever there is something to fold (docs/eugen-math.md §4), for
+    training and inference alike; "never" forces the layer-by-layer path.
     `linear_inputs`: the first layer, if EUGen, takes the first `linear_inputs` input coordinates through
     a dense term instead of its random features (`EUGenLinear`'s argument of that name).
     """
@@ -172,7 +172,7 @@ class EUGenMLP(nn.Module):
         )
 
     def uses_bundling(self, pieces: Sequence[Piece] = (), keep_factored: bool = False) -> bool:
-        """The bundled path ("auto" and "always": measured faster for inference and training alike)
+        """The bundled path ("auto" and "always")
         wherever there is something to fold: an EUGen layer, a factored input, or an output that may
         stay factored (`keep_factored`: asked for, and no out_activation)."""
         if self.bundle == "never":

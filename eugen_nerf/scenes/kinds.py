@@ -22,6 +22,7 @@ import open3d as o3d
 from rich.console import Console
 from rich.progress import Progress
 
+from eugen_nerf.errors import InputError
 from eugen_nerf.scenes.render import (
     Intrinsics,
     Part,
@@ -136,19 +137,19 @@ class SceneOptions:
         field-of-view `angles` (radians, strictly between 0 and pi)."""
         for name, value in {"width": self.width, "height": self.height, **positive}.items():
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {value}")
         for name, value in (angles or {}).items():
             if not (math.isfinite(value) and 0 < value < math.pi):
-                raise ValueError(f"--{name.replace('_', '-')} must be an angle in radians in (0, pi), got {value}")
+                raise InputError(f"--{name.replace('_', '-')} must be an angle in radians in (0, pi), got {value}")
         if not (math.isfinite(self.specular) and self.specular >= 0):
-            raise ValueError(f"--specular must be >= 0, got {self.specular}")
+            raise InputError(f"--specular must be >= 0, got {self.specular}")
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             probe = self.output / ".eugen-write-test"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as error:
-            raise ValueError(f"--output {self.output}: cannot write there ({error.strerror})") from None
+            raise InputError(f"--output {self.output}: cannot write there ({error.strerror})") from None
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
@@ -190,7 +191,7 @@ def _write_view(
 def _save_mesh(path: Path, mesh: o3d.geometry.TriangleMesh) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not o3d.io.write_triangle_mesh(str(path), mesh, write_ascii=False, compressed=False, print_progress=False):
-        raise ValueError(f"{path}: could not write the mesh")
+        raise InputError(f"{path}: could not write the mesh")
 
 
 def _write_json(path: Path, data: dict) -> None:

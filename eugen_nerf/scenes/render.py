@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
+from eugen_nerf.errors import InputError
+
 WORLD_UP = np.array([0.0, 0.0, 1.0])
 LIGHT_DIRECTION = np.array([0.35, 0.5, 0.8]) / np.linalg.norm([0.35, 0.5, 0.8])
 
@@ -150,5 +152,5 @@ def depth_to_uint16(depth: np.ndarray, scale: float) -> np.ndarray:
     """Depth in scene units to 16-bit integers (value = depth * scale); raises if it would overflow."""
     scaled = np.round(depth * scale)
     if scaled.max() > np.iinfo(np.uint16).max:
-        raise ValueError(f"depth {depth.max():.2f} does not fit 16 bits at depth scale {scale}")
+        raise InputError(f"depth {depth.max():.2f} does not fit 16 bits at depth scale {scale}")
     return scaled.astype(np.uint16)

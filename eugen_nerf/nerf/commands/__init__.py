@@ -1,0 +1,1 @@
+"""The `eugen train`, `eugen render time-sweep` and `eugen distill` commands."""

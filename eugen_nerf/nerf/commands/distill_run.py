@@ -1,0 +1,280 @@
+"""`eugen distill`: a trained dense NeRF run -> an EUGen run, without backpropagation (docs/eugen-math.md §3).
+
+The student is the teacher's architecture with EUGen layers at the chosen indices; every other weight
+(encodings, dense layers, heads) is copied. The EUGen layers are fitted one after the other by the
+closed form of `distill_linear`, on points sampled along training rays the way the model samples them
+(coarse: uniform; fine: the coarse field's PDF), each layer on the student's *own* inputs, i.e. after
+the layers before it were distilled, against the teacher layer's output on those inputs.
+
+Optionally (--finetune-steps) the distilled student is then fine-tuned end to end on the teacher's
+training images (photometric loss, Adam: backpropagation). The closed form alone cannot carry a dense
+layer into an m = 16 EUGen layer closely enough for the density's exponential (docs/limitations.md);
+the fine-tuning closes that gap from the distilled start.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tyro
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from eugen_nerf.errors import InputError
+from eugen_nerf.layers.distill import distill_linear
+from eugen_nerf.layers.eugen import EUGenLinear
+from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, save_atomically
+from eugen_nerf.nerf.engine.runs import read_run_config
+
+SUPPORTED = ("eugen-nerf", "vanilla-nerf")
+
+
+def load_teacher_config(path: Path):
+    """The dense run's TrainerConfig, refusing what cannot be distilled before anything is loaded."""
+    config = read_run_config(path, "--load-config")
+    method = getattr(config, "method_name", None)
+    if method not in SUPPORTED:
+        raise InputError(f"{path}: method {method!r} cannot be distilled; supported: {', '.join(SUPPORTED)}")
+    if getattr(config.pipeline.model, "layer", "dense") != "dense":
+        raise InputError(f"{path}: already an EUGen run (--pipeline.model.layer eugen); distill a dense run")
+    latest_checkpoint(config.get_checkpoint_dir())  # one-line error when there is none
+    return config
+
+
+def student_config(teacher, distill: Distill):
+    """eugen-nerf's config for the teacher's architecture and data, EUGen layers as asked."""
+    from eugen_nerf.nerf.methods.nerf import EUGenNeRFModelConfig
+    from eugen_nerf.nerf.methods.registry import eugen_nerf
+
+    config = copy.deepcopy(teacher)
+    if teacher.method_name == "vanilla-nerf":
+        shared = {f.name: getattr(teacher.pipeline.model, f.name) for f in dataclasses.fields(teacher.pipeline.model)
+                  if f.name != "_target" and f.init}
+        config.pipeline.model = EUGenNeRFModelConfig(**shared)
+        config.optimizers = copy.deepcopy(eugen_nerf.config.optimizers)
+    model = config.pipeline.model
+    model.layer = "eugen"
+    if distill.eugen_base_layers is not None:
+        model.eugen_base_layers = tuple(distill.eugen_base_layers)
+    if distill.eugen_head_layers is not None:
+        model.eugen_head_layers = tuple(distill.eugen_head_layers)
+    model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
+                                      seed=distill.seed)
+    model.__post_init__()
+    config.method_name = "eugen-nerf"
+    config.load_dir = config.load_checkpoint = None
+    return config
+
+
+@torch.no_grad()
+def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
+    """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does."""
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
+    heights, widths = cameras.height[index[:, 0]].float(), cameras.width[index[:, 0]].float()
+    coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
+                        torch.rand(num_rays, 1, generator=generator) * widths], dim=-1)
+    bundle = model.collider(cameras.generate_rays(camera_indices=index, coords=coords).to(model.device))
+    coarse = model.sampler_uniform(bundle)
+    weights = coarse.get_weights(model.field_coarse.forward(coarse)[FieldHeadNames.DENSITY])
+    fine = model.sampler_pdf(bundle, coarse, weights)
+    return {"field_coarse": coarse, "field_fine": fine}
+
+
+def eugen_layers(field_module) -> list[tuple[str, int, EUGenLinear]]:
+    """(mlp name, index, layer) of the EUGen layers of a field, in the order data flows through them."""
+    return [(name, index, layer) for name in ("mlp_base", "mlp_head")
+            for index, layer in enumerate(getattr(field_module, name).layers) if isinstance(layer, EUGenLinear)]
+
+
+@torch.no_grad()
+def layer_inputs(field_module, samples, layer: nn.Module, chunk: int) -> list[torch.Tensor]:
+    """What `layer` receives when the field runs on `samples` (layer by layer, chunked)."""
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach()))
+    try:
+        flat = samples.reshape(-1)
+        for start in range(0, len(flat), chunk):
+            field_module.forward(flat[start : start + chunk])
+    finally:
+        handle.remove()
+    return captured
+
+
+@dataclass
+class Distill:
+    """Turn a trained dense run (eugen-nerf's dense twin or nerfstudio's vanilla-nerf) into an
+    eugen-nerf run by layer-wise closed-form fits (no backpropagation); ns-eval and ns-render load
+    the result as it is."""
+
+    load_config: Path
+    """config.yml of the dense run."""
+    output_dir: Path | None = None
+    """As ns-train's --output-dir: the run is written to OUTPUT_DIR/EXPERIMENT/eugen-nerf/TIMESTAMP-distilled
+    (EXPERIMENT and TIMESTAMP the teacher's); default: the teacher run's own output dir."""
+    rays: int = 2048
+    """Training rays whose samples the layers are fitted on."""
+    num_features: int = 16
+    """m of the EUGen layers."""
+    order: int = 2
+    """k of the EUGen layers."""
+    eugen_base_layers: tuple[int, ...] | None = None
+    """Base-MLP layers to replace; default: the run's --pipeline.model.eugen-base-layers (eugen-nerf's default
+    for vanilla-nerf runs)."""
+    eugen_head_layers: tuple[int, ...] | None = None
+    """View-head layers to replace; default as for the base layers."""
+    ridge: float = 1e-6
+    """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
+    refine_steps: int = 0
+    """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
+    finetune_steps: int = 0
+    """Steps of end-to-end fine-tuning on the training images after the closed form (0: none)."""
+    finetune_rays: int = 128
+    """Rays per fine-tuning step."""
+    finetune_lr: float = 3e-3
+    """Adam learning rate of the fine-tuning, decayed 10x over its steps (eugen-nerf's CPU preset: 3e-3)."""
+    seed: int = 0
+    """Seed of the rays and of the random projections."""
+    chunk: int = 65_536
+    """Points per forward pass while collecting layer inputs."""
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
+
+    def run(self) -> dict:
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        teacher_config = load_teacher_config(self.load_config)
+        started = time.perf_counter()
+        _, teacher, _, step = eval_setup(self.load_config, test_mode="inference")
+        teacher.eval()
+        config = student_config(teacher_config, self)
+        # where ns-eval / ns-render look: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP/nerfstudio_models
+        run_dir = self.load_config.resolve().parent
+        config.output_dir = self.output_dir or run_dir.parent.parent.parent
+        config.experiment_name = run_dir.parent.parent.name
+        config.timestamp = f"{run_dir.name}-distilled"
+        config.relative_model_dir = Path("nerfstudio_models")
+        output = config.get_base_dir()
+        torch.manual_seed(self.seed)
+        student = config.pipeline.setup(device=teacher.device, test_mode="inference")
+        student.eval()
+        copied = copy_matching_weights(teacher.model, student.model)
+        samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras.to(teacher.device),
+                                   self.rays, torch.Generator().manual_seed(self.seed))
+        fits = []
+        for field_name, field_samples in samples.items():
+            student_field, teacher_field = getattr(student.model, field_name), getattr(teacher.model, field_name)
+            for mlp in (student_field.mlp_base, student_field.mlp_head):
+                mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
+            for mlp_name, index, layer in eugen_layers(student_field):
+                inputs = layer_inputs(student_field, field_samples, layer, self.chunk)
+                target = nn.Sequential(getattr(teacher_field, mlp_name).layers[index], nn.ReLU())
+                refine = self.refine_steps
+                report = distill_linear(layer, (lambda x=inputs: iter(x)) if refine else inputs, teacher=target,
+                                        ridge=self.ridge, refine_steps=refine)
+                fits.append({"field": field_name, "layer": f"{mlp_name}.layers.{index}",
+                             "relative_error": report.relative_error,
+                             "refined_relative_error": report.refined_relative_error,
+                             "points": report.num_inputs, "seconds": report.seconds})
+            for mlp in (student_field.mlp_base, student_field.mlp_head):
+                mlp.bundle = "auto"
+        closed_form_seconds = time.perf_counter() - started
+        finetune_losses = []
+        if self.finetune_steps > 0:
+            finetune_losses = finetune(student.model, teacher.datamanager.train_dataset, self.finetune_steps,
+                                       self.finetune_rays, self.finetune_lr, torch.Generator().manual_seed(self.seed))
+        seconds = time.perf_counter() - started
+        write_run(config, student, step, output)
+        results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
+                   "closed_form_seconds": closed_form_seconds, "finetune_steps": self.finetune_steps,
+                   "finetune_loss_first_last": finetune_losses[:1] + finetune_losses[-1:],
+                   "rays": self.rays, "copied_tensors": copied, "layers": fits,
+                   "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
+        (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
+        print_fits(results, self.console)
+        return results
+
+
+def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator) -> list[float]:
+    """Train every parameter of `model` on random pixels of `dataset`'s images with the model's own
+    losses (Adam, learning rate decayed 10x); returns the loss of each step."""
+    cameras = dataset.cameras.to(model.device)
+    images = [dataset.get_image_float32(index) for index in range(len(dataset))]
+    height, width = images[0].shape[:2]
+    if any(image.shape[:2] != (height, width) for image in images):
+        raise InputError("--finetune-steps needs training images of one size")
+    stacked = torch.stack(images)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1 / max(steps, 1)))
+    model.train()
+    losses = []
+    for step in range(steps):
+        index = torch.randint(len(images), (rays_per_step,), generator=generator)
+        rows = torch.randint(height, (rays_per_step,), generator=generator)
+        columns = torch.randint(width, (rays_per_step,), generator=generator)
+        coords = torch.stack([rows, columns], dim=-1).float() + 0.5  # pixel centres, as nerfstudio's sampler
+        bundle = cameras.generate_rays(camera_indices=index[:, None].to(model.device), coords=coords.to(model.device))
+        try:
+            outputs = model(bundle)  # applies the collider
+        except ValueError as error:  # an EUGen layer refuses non-finite inputs
+            raise InputError(f"--finetune-steps: diverged at step {step} ({error}); lower --finetune-lr") from None
+        loss_dict = model.get_loss_dict(outputs, {"image": stacked[index, rows, columns].to(model.device)})
+        loss = torch.stack(list(loss_dict.values())).sum()
+        if not torch.isfinite(loss):
+            raise InputError(f"--finetune-steps: diverged at step {step} (loss {float(loss)}); lower --finetune-lr")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+    model.eval()
+    return losses
+
+
+def copy_matching_weights(teacher: nn.Module, student: nn.Module) -> int:
+    """Copy every teacher tensor whose name and shape the student shares (all but the replaced layers)."""
+    mine = student.state_dict()
+    shared = {key: value for key, value in teacher.state_dict().items()
+              if key in mine and mine[key].shape == value.shape and not key.startswith("lpips.")}
+    student.load_state_dict({**mine, **shared})
+    return len(shared)
+
+
+def write_run(config, pipeline, step: int, output: Path) -> None:
+    """config.yml + nerfstudio_models/step-N.ckpt, as ns-train writes them (atomically, safe-loadable)."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yml").write_text(_yaml(config))
+    state = {"step": step, "pipeline": pipeline.state_dict(), "optimizers": {}, "schedulers": {}, "scalers": {}}
+    save_atomically(state, output / "nerfstudio_models" / f"step-{step:09d}.ckpt")
+
+
+def _yaml(config) -> str:
+    import yaml
+
+    return yaml.dump(config)
+
+
+def print_fits(results: dict, console: Console) -> None:
+    table = Table(title=f"closed form in {results['closed_form_seconds']:.1f} s on {results['rays']:,} training rays")
+    for column in ("field", "layer", "points", "relative error", "after refinement", "s"):
+        table.add_column(column, justify="left" if column in ("field", "layer") else "right")
+    for fit in results["layers"]:
+        refined = fit["refined_relative_error"]
+        table.add_row(fit["field"], fit["layer"], f"{fit['points']:,}", f"{fit['relative_error']:.3f}",
+                      "-" if refined is None else f"{refined:.3f}", f"{fit['seconds']:.1f}")
+    console.print(table)
+    if results["finetune_steps"]:
+        first, last = results["finetune_loss_first_last"]
+        console.print(f"fine-tuned {results['finetune_steps']} steps end to end: loss {first:.4f} -> {last:.4f} "
+                      f"({results['seconds'] - results['closed_form_seconds']:.1f} s)")
+    console.print(f"student run: {results['student']}")

@@ -1,0 +1,1 @@
+"""Training and run plumbing: trainer, checkpoints, data manager, metrics, loading a saved run."""

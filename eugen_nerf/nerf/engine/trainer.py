@@ -1,0 +1,178 @@
+"""nerfstudio's Trainer with checkpoints that survive interruption and load with the safe loader.
+
+Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
+- checkpoints are written atomically and hold only tensors and plain Python values (nerfstudio's
+  ExponentialDecayScheduler leaves numpy floats in scheduler state, which `weights_only=True` rejects);
+- Ctrl-C saves a checkpoint of the last finished step before stopping;
+- `--load-dir RUN/nerfstudio_models` resumes: training continues to `max_num_iterations` in total
+  (nerfstudio would run max_num_iterations *more* steps) at this run's learning-rate flags (torch's
+  load_state_dict would silently bring back the checkpoint's); bad checkpoints give one-line errors;
+- a run that diverges (a non-finite loss or weight, or NaN reaching an EUGen layer) stops with a
+  one-line error naming the step, the last checkpoint (a NaN state is never saved) and the
+  learning-rate flags; nerfstudio would go on training NaNs and checkpoint them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch.optim.lr_scheduler import LambdaLR
+
+from eugen_nerf.errors import InputError
+from eugen_nerf.layers.eugen import NonFiniteInputError
+from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, load_safely, save_atomically
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers, recursively (what the safe loader accepts)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(plain(item) for item in value)
+    return value
+
+
+class TrainingDiverged(InputError):
+    """Training produced NaN or infinite values; reported in one line like bad input (usually it is
+    one: a learning rate too high for the batch size)."""
+
+
+@dataclass
+class EUGenTrainerConfig(TrainerConfig):
+    _target: type = field(default_factory=lambda: EUGenTrainer)
+
+    def set_experiment_name(self) -> None:
+        """Name runs after the scene also when only the dataparser's --data is set (a method's default
+        scene, `ns-train METHOD blender-data --data X`): nerfstudio looks at the data manager's only
+        and calls every such run "unnamed"."""
+        if self.experiment_name is None and self.pipeline.datamanager.data is None:
+            data = getattr(self.pipeline.datamanager.dataparser, "data", None)
+            if data is not None:
+                self.experiment_name = (data.parent if data.is_file() else data).name
+        super().set_experiment_name()
+
+
+class EUGenTrainer(Trainer):
+    config: EUGenTrainerConfig
+
+    def setup_optimizers(self):
+        # The learning rate decays over the run as configured: a schedule's length follows
+        # --max-num-iterations, so a 1,500-step CPU run decays as fully as a 200k-step GPU run.
+        # A warm-up as long as the run would never reach the decay (and one exactly as long divides by
+        # zero in nerfstudio's schedule at the last step): refuse it in one line.
+        for name, entry in self.config.optimizers.items():
+            scheduler = entry.get("scheduler")
+            if scheduler is not None and hasattr(scheduler, "max_steps"):
+                scheduler.max_steps = self.config.max_num_iterations
+            warmup = getattr(scheduler, "warmup_steps", 0)
+            if warmup and warmup >= self.config.max_num_iterations > 0:
+                raise InputError(f"--optimizers.{name}.scheduler.warmup-steps {warmup} must be below "
+                                 f"--max-num-iterations {self.config.max_num_iterations}")
+        return super().setup_optimizers()
+
+    def save_checkpoint(self, step: int) -> None:
+        path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        weights = pipeline.state_dict()
+        # A finite loss can still come with NaN gradients, and so NaN weights after the step: never save those.
+        broken = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if broken is not None:
+            raise self.diverged(step, f"{broken} holds NaN or infinite values")
+        state = {
+            "step": step,
+            "pipeline": weights,
+            # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
+            "optimizers": {k: plain(v.state_dict()) for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: plain(v.state_dict()) for k, v in self.optimizers.schedulers.items()},
+            "scalers": plain(self.grad_scaler.state_dict()),
+        }
+        save_atomically(state, path)
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("step-*.ckpt"):
+                if old != path:
+                    old.unlink()
+
+    def _load_checkpoint(self) -> None:
+        if self.config.load_dir is not None:
+            if self.config.load_step is None:
+                path = latest_checkpoint(self.config.load_dir)
+            else:
+                path = self.config.load_dir / f"step-{self.config.load_step:09d}.ckpt"
+        elif self.config.load_checkpoint is not None:
+            path = self.config.load_checkpoint
+        else:
+            CONSOLE.print("No checkpoint to load: training from scratch.")
+            return
+        state = load_safely(path)
+        self.pipeline.load_pipeline(state["pipeline"], state["step"])
+        self.optimizers.load_optimizers(state["optimizers"])
+        if "schedulers" in state and self.config.load_scheduler:
+            self.optimizers.load_schedulers(state["schedulers"])
+        self.use_configured_learning_rates()
+        self.grad_scaler.load_state_dict(state["scalers"])
+        self._start_step = state["step"] + 1
+        self.step = state["step"]
+        remaining = max(self.config.max_num_iterations - self._start_step, 0)
+        CONSOLE.print(f"Resumed from {path} (step {state['step']}); {remaining} of "
+                      f"{self.config.max_num_iterations} steps to go.")
+        self.config.max_num_iterations = remaining  # Trainer.train runs this many steps from _start_step
+
+    def use_configured_learning_rates(self) -> None:
+        """After loading a checkpoint: each group's learning rate from this run's flags, at the loaded
+        step of its schedule, so that resuming with e.g. a lower --optimizers.fields.optimizer.lr
+        (after a divergence) does what it says. With unchanged flags nothing changes."""
+        for name, optimizer in self.optimizers.optimizers.items():
+            configured = self.config.optimizers[name]["optimizer"].lr
+            scheduler = self.optimizers.schedulers.get(name)
+            for index, group in enumerate(optimizer.param_groups):
+                group["initial_lr"] = configured
+                if scheduler is None:
+                    group["lr"] = configured
+                elif isinstance(scheduler, LambdaLR):  # every nerfstudio scheduler; the lambdas are this run's
+                    scheduler.base_lrs[index] = configured
+                    group["lr"] = configured * scheduler.lr_lambdas[index](scheduler.last_epoch)
+
+    def train_iteration(self, step: int):
+        try:
+            loss, loss_dict, metrics_dict = super().train_iteration(step)
+        except NonFiniteInputError:
+            raise self.diverged(step, "NaN or infinite values reached an EUGen layer") from None
+        # One host sync per step: cheap next to a NeRF step, and it keeps a NaN state out of every checkpoint.
+        if not torch.isfinite(loss).item():
+            raise self.diverged(step, f"the loss is {loss.item()}")
+        return loss, loss_dict, metrics_dict
+
+    def diverged(self, step: int, what: str) -> TrainingDiverged:
+        lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
+                             for name in self.optimizers.optimizers)  # the groups this model has
+        try:
+            kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
+        except InputError:
+            kept = "no checkpoint was written yet"
+        return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Train again with a lower "
+                                f"learning rate (now {lr_flags}) or more rays per batch "
+                                f"(--pipeline.datamanager.train-num-rays-per-batch)")
+
+    def train(self) -> None:
+        if self.config.max_num_iterations <= 0:
+            # nerfstudio's Trainer.train crashes (KeyError 'step') when it has no step to run: a resumed
+            # run already at its total, or --max-num-iterations 0.
+            CONSOLE.print("No step to run: --max-num-iterations is 0 or the checkpoint has reached it.")
+            return
+        try:
+            super().train()
+        except KeyboardInterrupt:
+            finished = getattr(self, "step", self._start_step) - 1
+            if finished >= self._start_step:
+                self.save_checkpoint(finished)
+                CONSOLE.print(f"Interrupted: saved step {finished} in {self.checkpoint_dir}; resume with "
+                              f"--load-dir {self.checkpoint_dir}")
+            raise

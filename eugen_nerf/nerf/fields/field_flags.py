@@ -1,0 +1,97 @@
+"""The flags every NeRF-family method here shares: dense or EUGen layers, which ones, and the size of
+the NeRF MLP (base MLP with skips -> density; [direction encoding, base features] -> view head -> RGB).
+
+A mixin of the methods' model configs (eugen-nerf, eugen-dnerf, eugen-mipnerf360), so the flags have
+the same names and meaning in all of them; each method sets its own defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nerfstudio.field_components.encodings import Encoding, NeRFEncoding
+from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+
+from eugen_nerf.errors import InputError, check_flag_choice, flag_errors
+from eugen_nerf.layers.mlp import EUGenConfig
+from eugen_nerf.nerf.components.encodings import SampleEncoding
+from eugen_nerf.nerf.fields.nerf_field import EUGenNeRFField, choose_layer_kinds
+
+
+@dataclass
+class EUGenFieldFlags:
+    # Choice flags are plain strings checked in check_field_flags: a bad value is then one line naming
+    # the flag, where a Literal would give tyro's multi-line usage panel.
+    layer: str = "eugen"
+    """eugen | dense: the listed layers are EUGen layers, or every layer is dense (the dense twin)."""
+    eugen_base_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    """Indices of the base-MLP layers that become EUGen layers (0 = the first, fed by the encoding)."""
+    eugen_head_layers: tuple[int, ...] = (0, 1)
+    """Indices of the view-direction head layers that become EUGen layers."""
+    eugen_linear_direction: bool = False
+    """An EUGen first view-head layer takes the direction through a dense term, y = A f(features) + B d + c."""
+    eugen: EUGenConfig = field(default_factory=EUGenConfig)
+    """The EUGen layers' order k, features m, feature map and projections."""
+    base_mlp_num_layers: int = 8
+    """Layers of the base (density) MLP."""
+    base_mlp_layer_width: int = 256
+    """Width of the base MLP."""
+    skip_connections: tuple[int, ...] = (4,)
+    """Base-MLP layers that see the encoded position again."""
+    bottleneck_width: int = 0
+    """Width of the base MLP's last layer, which the density and the view head read; 0: the base width."""
+    bottleneck_relu: bool = True
+    """A ReLU after a dense last base layer, as in vanilla-nerf; Zip-NeRF's bottleneck is linear."""
+    density_bias: float = 0.0
+    """Added to the raw density before its softplus (vanilla NeRF: 0; mip-NeRF 360 and Zip-NeRF: -1)."""
+    head_mlp_num_layers: int = 2
+    """Layers of the view-direction head."""
+    head_mlp_layer_width: int = 128
+    """Width of the view-direction head."""
+    position_frequencies: int = 10
+    """Frequencies of the position encoding."""
+    direction_frequencies: int = 4
+    """Frequencies of the direction encoding (up to 2^L); 0: the raw unit direction."""
+
+    def check_field_flags(self) -> None:
+        check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
+        with flag_errors("--pipeline.model.eugen"):
+            self.eugen.validate()
+        self.base_layer_kinds()
+        self.head_layer_kinds()
+        for name in ("position_frequencies", "direction_frequencies", "bottleneck_width"):
+            if getattr(self, name) < 0:
+                flag = "--pipeline.model." + name.replace("_", "-")
+                raise InputError(f"{flag} must be 0 or more, got {getattr(self, name)}")
+
+    def layer_kinds(self, num_layers: int, indices: tuple[int, ...], flag: str) -> list[str]:
+        return choose_layer_kinds(self.layer, num_layers, indices, flag)
+
+    def base_layer_kinds(self) -> list[str]:
+        return self.layer_kinds(self.base_mlp_num_layers, self.eugen_base_layers, "eugen-base-layers")
+
+    def head_layer_kinds(self) -> list[str]:
+        return self.layer_kinds(self.head_mlp_num_layers, self.eugen_head_layers, "eugen-head-layers")
+
+    def direction_encoding(self) -> Encoding:
+        return NeRFEncoding(in_dim=3, num_frequencies=self.direction_frequencies, min_freq_exp=0.0,
+                            max_freq_exp=float(self.direction_frequencies), include_input=True)
+
+    def make_field(
+        self, position_encoding: Encoding | SampleEncoding, contraction: SpatialDistortion | None = None
+    ) -> EUGenNeRFField:
+        return EUGenNeRFField(
+            position_encoding=position_encoding,
+            direction_encoding=self.direction_encoding(),
+            base_layer_kinds=self.base_layer_kinds(),
+            head_layer_kinds=self.head_layer_kinds(),
+            eugen=self.eugen,
+            linear_direction=self.eugen_linear_direction,
+            base_mlp_layer_width=self.base_mlp_layer_width,
+            head_mlp_layer_width=self.head_mlp_layer_width,
+            skip_connections=self.skip_connections,
+            bottleneck_width=self.bottleneck_width or self.base_mlp_layer_width,
+            bottleneck_relu=self.bottleneck_relu,
+            density_bias=self.density_bias,
+            spatial_distortion=contraction,
+        )

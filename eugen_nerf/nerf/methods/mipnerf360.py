@@ -1,0 +1,53 @@
+"""`eugen-mipnerf360`: mip-NeRF 360 from nerfstudio parts, with EUGen layers in the NeRF MLP and the
+proposal MLPs; `layer="dense"` is its dense twin.
+
+mip-NeRF 360 = integrated positional encoding of conical frustums, the L2 scene contraction
+(`SceneContraction`, order None: the scene beyond the unit ball is squeezed into radius 2), two
+proposal levels (small density-only MLPs that resample each ray, trained by the interlevel loss),
+the distortion loss, and one large NeRF MLP (8x1024 with a skip at 4 in the paper). The parts shared
+with eugen-zipnerf are in `eugen_nerf.nerf.methods.proposal_base`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nerfstudio.field_components.encodings import NeRFEncoding
+from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+
+from eugen_nerf.nerf.components.encodings import IntegratedEncoding
+from eugen_nerf.nerf.methods.proposal_base import ProposalNeRFModel, ProposalNeRFModelConfig
+
+
+@dataclass
+class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
+    """mip-NeRF 360 (paper scale by default) with the layer flags of every method here."""
+
+    _target: type = field(default_factory=lambda: EUGenMipNeRF360Model)
+    eugen_base_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7)
+    """Indices of the NeRF MLP's base layers that become EUGen layers (0 = the first, fed by the encoding)."""
+    eugen_head_layers: tuple[int, ...] = (0,)
+    """Indices of the view-direction head layers that become EUGen layers."""
+    base_mlp_layer_width: int = 1024
+    """Width of the NeRF MLP (mip-NeRF 360: 1024)."""
+    head_mlp_num_layers: int = 1
+    """Layers of the view-direction head (mip-NeRF 360: one of 128 after the bottleneck)."""
+    position_frequencies: int = 16
+    """Frequencies 2^0 .. 2^(L-1) of the integrated position encoding (mip-NeRF 360: 16)."""
+    proposal_frequencies: int = 16
+    """Frequencies of the proposal MLPs' integrated position encoding."""
+
+
+def integrated_positional_encoding(frequencies: int, contraction: SpatialDistortion) -> IntegratedEncoding:
+    return IntegratedEncoding(NeRFEncoding(in_dim=3, num_frequencies=frequencies, min_freq_exp=0.0,
+                                           max_freq_exp=frequencies - 1.0, include_input=True), contraction)
+
+
+class EUGenMipNeRF360Model(ProposalNeRFModel):
+    config: EUGenMipNeRF360ModelConfig
+
+    def field_encoding(self, contraction: SpatialDistortion) -> IntegratedEncoding:
+        return integrated_positional_encoding(self.config.position_frequencies, contraction)
+
+    def proposal_encoding(self, level: int, contraction: SpatialDistortion) -> IntegratedEncoding:
+        return integrated_positional_encoding(self.config.proposal_frequencies, contraction)

@@ -1,0 +1,116 @@
+"""The `ns-train` methods of this package (entry-point group `nerfstudio.method_configs`).
+
+Importing this module (every ns-* command does, through the entry points) turns on torch's huge-page
+CPU allocator and the one-line printing of `InputError`s; see `eugen_nerf.runtime`, `eugen_nerf.errors`.
+"""
+
+from __future__ import annotations
+
+from eugen_nerf.errors import install_excepthook
+from eugen_nerf.resources import embedded_scene
+from eugen_nerf.runtime import enable_huge_page_allocation
+
+enable_huge_page_allocation()
+install_excepthook()
+
+import torch  # noqa: E402
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: E402
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: E402
+from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig  # noqa: E402
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig  # noqa: E402
+from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
+from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
+from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
+
+from eugen_nerf.nerf.engine.datamanager import EUGenDataManagerConfig  # noqa: E402
+from eugen_nerf.nerf.engine.trainer import EUGenTrainerConfig  # noqa: E402
+from eugen_nerf.nerf.methods.dnerf import EUGenDNeRFModelConfig  # noqa: E402
+from eugen_nerf.nerf.methods.mipnerf360 import EUGenMipNeRF360ModelConfig  # noqa: E402
+from eugen_nerf.nerf.methods.nerf import EUGenNeRFModelConfig  # noqa: E402
+from eugen_nerf.nerf.methods.zipnerf import EUGenZipNeRFModelConfig  # noqa: E402
+
+
+def default_device_type() -> str:
+    """nerfstudio defaults to CUDA and crashes deep inside without it; pick what this machine has."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def trainer_defaults() -> dict:
+    """What every method here shares: local device, tensorboard, a viewer only on 127.0.0.1."""
+    return {
+        "machine": MachineConfig(device_type=default_device_type()),
+        "vis": "tensorboard",
+        "viewer": ViewerConfig(websocket_host="127.0.0.1", quit_on_train_completion=True),
+    }
+
+
+def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8, warmup_steps: int = 0) -> dict:
+    """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training
+    (EUGenTrainer sets the decay's length to --max-num-iterations), after an optional warm-up: nerfstudio's
+    sine ramp from 1e-8 over `warmup_steps` (`--optimizers.NAME.scheduler.warmup-steps`).
+
+    nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead (docs/methods/eugen-nerf.md says why not).
+    """
+    return {
+        "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, warmup_steps=warmup_steps),
+    }
+
+
+def method(name: str, description: str, dataparser, model, optimizers: dict, max_num_iterations: int = 200_000,
+           **datamanager) -> MethodSpecification:
+    """A method of this package: our trainer (safe, resumable checkpoints), nerfstudio's vanilla
+    pipeline and data manager (with scene checks), a default embedded scene and trainer_defaults()."""
+    return MethodSpecification(
+        config=EUGenTrainerConfig(
+            method_name=name,
+            max_num_iterations=max_num_iterations,
+            steps_per_eval_batch=500,
+            steps_per_save=1000,
+            pipeline=VanillaPipelineConfig(
+                datamanager=EUGenDataManagerConfig(dataparser=dataparser, **datamanager), model=model),
+            optimizers=optimizers,
+            **trainer_defaults(),
+        ),
+        description=f"{description} (--pipeline.model.layer dense: the dense twin)",
+    )
+
+
+# Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use the
+# preset `eugen train nerf-cpu` (configs/nerf-cpu.yml).
+eugen_nerf = method(
+    "eugen-nerf", "vanilla NeRF with EUGen layers in its field MLPs",
+    BlenderDataParserConfig(data=embedded_scene("blender")), EUGenNeRFModelConfig(),
+    {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
+)
+
+# nerfstudio's dnerf at paper scale (canonical NeRF 8x256, deformation 3x256 + linear); on a CPU use
+# `eugen train dnerf-cpu`.
+eugen_dnerf = method(
+    "eugen-dnerf", "D-NeRF with EUGen layers in its canonical field and deformation MLPs",
+    DNeRFDataParserConfig(data=embedded_scene("dnerf")), EUGenDNeRFModelConfig(),
+    {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
+)
+
+# mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples, 4096 rays; Adam
+# 2e-3 decayed to 2e-5 over 250k steps); on a CPU use `eugen train mipnerf360-cpu`.
+eugen_mipnerf360 = method(
+    "eugen-mipnerf360", "mip-NeRF 360 with EUGen layers in its NeRF and proposal MLPs",
+    NerfstudioDataParserConfig(data=embedded_scene("unbounded")), EUGenMipNeRF360ModelConfig(),
+    {"fields": adam_with_decay(2e-3, 2e-5), "proposal_networks": adam_with_decay(2e-3, 2e-5)},
+    max_num_iterations=250_000, train_num_rays_per_batch=4096,
+)
+
+# Zip-NeRF at paper scale (hash grid 10x4 to 8192 with 2^21 entries per level, 64 + 64 + 32 samples,
+# Adam 1e-2 decayed to 1e-3 over 25k steps with eps 1e-15 as hash grids want, after Zip-NeRF's
+# 5,000-step warm-up (its lr_delay_steps, a sine ramp from ~0); 4096 rays per batch where Zip-NeRF
+# used 65536); on a CPU use `eugen train zipnerf-cpu`.
+ZIPNERF_WARMUP_STEPS = 5_000
+eugen_zipnerf = method(
+    "eugen-zipnerf", "Zip-NeRF (torch or tiny-cuda-nn hash grid) with EUGen layers in its NeRF and proposal MLPs",
+    NerfstudioDataParserConfig(data=embedded_scene("unbounded")), EUGenZipNeRFModelConfig(),
+    {name: adam_with_decay(1e-2, 1e-3, eps=1e-15, warmup_steps=ZIPNERF_WARMUP_STEPS)
+     for name in ("fields", "proposal_networks")},
+    max_num_iterations=25_000, train_num_rays_per_batch=4096,
+)

@@ -1,0 +1,414 @@
+"""eugen-nerf: the dense twin is vanilla-nerf's field, the EUGen field's folded heads are exact,
+training runs and resumes, checkpoints load safely, bad input is one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.field_components.encodings import NeRFEncoding
+from nerfstudio.fields.vanilla_nerf_field import NeRFField
+
+from eugen_nerf.bench.nerf import BenchNeRF, field_parameter_count, random_ray_samples
+from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.engine import metrics
+from eugen_nerf.nerf.engine.datamanager import EUGenDataManagerConfig
+from eugen_nerf.nerf.engine.trainer import TrainingDiverged
+from eugen_nerf.nerf.methods.nerf import EUGenNeRFModelConfig
+from eugen_nerf.presets import load_preset
+
+AABB = torch.tensor([[-1.5, -1.5, -1.5], [1.5, 1.5, 1.5]])
+
+
+def make_model(**overrides):
+    config = EUGenNeRFModelConfig(**overrides)
+    return config.setup(scene_box=SceneBox(aabb=AABB), num_train_data=1)
+
+
+def field_outputs(field, samples):
+    out = field.forward(samples)
+    return torch.cat([out[name] for name in sorted(out, key=lambda n: n.value)], dim=-1)
+
+
+def test_dense_twin_is_vanilla_nerf_field():
+    torch.manual_seed(0)
+    vanilla = NeRFField(
+        position_encoding=NeRFEncoding(3, 10, 0.0, 8.0, include_input=True),
+        direction_encoding=NeRFEncoding(3, 4, 0.0, 4.0, include_input=True),
+    )
+    model = make_model(layer="dense")
+    ours = model.field_coarse
+    theirs = {k: tuple(v.shape) for k, v in vanilla.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+    assert field_parameter_count(model) == 2 * sum(p.numel() for p in vanilla.parameters())
+    ours.load_state_dict(vanilla.state_dict())
+    samples = random_ray_samples(512, AABB, torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(field_outputs(ours, samples), field_outputs(vanilla, samples), rtol=1e-5, atol=1e-6)
+
+
+def test_eugen_field_folded_heads_equal_layer_by_layer():
+    torch.manual_seed(0)
+    model = make_model(layer="eugen")
+    field = model.field_fine
+    assert field.mlp_base.uses_bundling() and field.mlp_base.out_activation is None
+    samples = random_ray_samples(256, AABB, torch.device("cpu"))
+    bundled = field_outputs(field, samples)
+    field.mlp_base.bundle = field.mlp_head.bundle = "never"
+    layerwise = field_outputs(field, samples)
+    torch.testing.assert_close(bundled, layerwise, rtol=1e-4, atol=1e-5)
+    assert field_parameter_count(model) < field_parameter_count(make_model(layer="dense")) / 3
+
+
+def test_checkpoint_of_other_layer_type_is_one_line_error():
+    eugen, dense = make_model(layer="eugen"), make_model(layer="dense")
+    with pytest.raises(InputError, match="only dense layers") as error:
+        eugen.load_state_dict(dense.state_dict())
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="EUGen layers at"):
+        dense.load_state_dict(eugen.state_dict())
+    other_m = make_model(layer="eugen", eugen=type(eugen.config.eugen)(num_features=8))
+    with pytest.raises(InputError, match="has shape"):
+        other_m.load_state_dict(eugen.state_dict())
+
+
+def test_bad_layer_indices_are_flag_errors():
+    with pytest.raises(InputError, match="eugen-base-layers"):
+        make_model(eugen_base_layers=(3, 9))
+
+
+def test_lpips_unavailable_is_dropped_not_zero(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr("torchmetrics.image.lpip.LearnedPerceptualImagePatchSimilarity", offline)
+    monkeypatch.setattr(metrics, "_warned", False)
+    model = make_model(layer="eugen")
+    assert not model.lpips.available
+    image = torch.rand(8, 8, 3)
+    outputs = {"rgb_coarse": image, "rgb_fine": image, "accumulation_coarse": torch.ones(8, 8, 1),
+               "accumulation_fine": torch.ones(8, 8, 1), "depth_coarse": torch.ones(8, 8, 1) * 3,
+               "depth_fine": torch.ones(8, 8, 1) * 3}
+    scores, _ = model.get_image_metrics_and_images(outputs, {"image": image})
+    assert "fine_lpips" not in scores and scores["psnr"] > 50 and "fine_ssim" in scores
+
+
+# ----------------------------------------------------------------------------- bad scenes
+def copy_scene(source: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(source, tmp_path / "scene"))
+
+
+def build_datamanager(data: Path):
+    config = EUGenDataManagerConfig(dataparser=BlenderDataParserConfig(data=data))
+    return config.setup(device="cpu", test_mode="test")
+
+
+def test_missing_transforms_file(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    (scene / "transforms_train.json").unlink()
+    with pytest.raises(InputError, match="transforms_train.json: not found"):
+        build_datamanager(scene)
+
+
+def test_missing_image(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    (scene / "train" / "r_1.png").unlink()
+    with pytest.raises(InputError, match=r"r_1.png: image of the train split not found"):
+        build_datamanager(scene)
+
+
+def test_image_of_wrong_size(tiny_blender, tmp_path):
+    scene = copy_scene(tiny_blender, tmp_path)
+    imageio.imwrite(scene / "train" / "r_1.png", np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(InputError, match=r"r_1.png: image is 8x8 but its camera is 16x16"):
+        build_datamanager(scene)
+
+
+# ----------------------------------------------------------------------------- training
+def test_smoke_runs_write_safe_checkpoints(tiny_runs):
+    for layer, config_path in tiny_runs.items():
+        checkpoints = sorted((config_path.parent / "nerfstudio_models").glob("step-*.ckpt"))
+        assert [c.name for c in checkpoints] == ["step-000000001.ckpt"], layer
+        state = torch.load(checkpoints[0], weights_only=True)
+        assert state["step"] == 1
+        has_eugen = any(k.endswith("projection_seed") for k in state["pipeline"])
+        assert has_eugen == (layer == "eugen")
+        assert not any(".lpips." in k for k in state["pipeline"])
+
+
+def test_interrupted_run_resumes_to_its_total(tiny_blender, tmp_path, reduced_config, train):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    train(config)
+    checkpoints = config.get_checkpoint_dir()
+    resumed = reduced_config(tiny_blender, tmp_path, "eugen", steps=4)
+    resumed.timestamp = "resumed"
+    resumed.load_dir = checkpoints
+    trainer = train(resumed)
+    assert trainer._start_step == 2
+    assert resumed.optimizers["fields"]["scheduler"].max_steps == 4  # the decay spans the whole run
+    names = [p.name for p in resumed.get_checkpoint_dir().glob("*.ckpt")]
+    assert names == ["step-000000003.ckpt"]
+    # nothing half-written is left next to the checkpoints
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_checkpoint(tiny_blender, tmp_path, reduced_config, train):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    train(config)
+    checkpoint = next(config.get_checkpoint_dir().glob("step-*.ckpt"))
+    before = torch.load(checkpoint, weights_only=True)["pipeline"]
+    again = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)  # e.g. `demo --quick` after a full demo
+    again.timestamp = config.timestamp
+    again.load_dir = config.get_checkpoint_dir()
+    train(again)  # nerfstudio alone raises KeyError 'step' here
+    after = torch.load(next(config.get_checkpoint_dir().glob("step-*.ckpt")), weights_only=True)
+    assert after["step"] == 1 and all(torch.equal(before[key], after["pipeline"][key]) for key in before)
+
+
+def test_resume_from_missing_folder_is_one_line_error(tiny_blender, tmp_path, reduced_config, train):
+    config = reduced_config(tiny_blender, tmp_path, "eugen")
+    config.load_dir = tmp_path / "nowhere"
+    with pytest.raises(InputError, match="checkpoint folder not found"):
+        train(config)
+
+
+def test_bench_nerf_compares_twins(tiny_runs, tmp_path):
+    out = tmp_path / "bench.json"
+    results = BenchNeRF(load_config=tiny_runs["eugen"], baseline_config=tiny_runs["dense"], points=4096,
+                        repeats=1, output=out).run()
+    assert set(results["models"]) == {"dense", "eugen"}
+    assert results["models"]["eugen"]["parameters"] < results["models"]["dense"]["parameters"]
+    dense, eugen = results["models"]["dense"], results["models"]["eugen"]
+    # each speed-up is the baseline's time over the twin's (not the twin's over the baseline's)
+    assert results["speedup"]["eugen"]["field"] == pytest.approx(dense["fields_ms"] / eugen["fields_ms"])
+    assert results["speedup"]["eugen"]["image"] == pytest.approx(dense["image_ms"] / eugen["image_ms"])
+    assert out.is_file()
+
+
+def test_presets_build_configs():
+    from eugen_nerf.nerf.commands.train_preset import build_config
+
+    config = build_config(load_preset("nerf-cpu"), ["--pipeline.model.layer", "dense"])
+    assert config.method_name == "eugen-nerf" and config.pipeline.model.layer == "dense"
+    assert config.machine.device_type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert config.vis == "tensorboard"
+    assert config.viewer.websocket_host == "127.0.0.1"
+    with pytest.raises(InputError, match="no such preset"):
+        load_preset("no-such-preset")
+
+
+def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
+    from eugen_nerf.nerf.commands.train_preset import build_config
+
+    preset = load_preset("nerf-cpu")
+
+    def lr(*extra: str) -> float:
+        return build_config(preset, list(extra)).optimizers["fields"]["optimizer"].lr
+
+    assert lr() == 0.003 and lr("--pipeline.model.layer", "dense") == 0.001
+    assert lr("--pipeline.model.layer=dense") == 0.001
+    assert lr("--optimizers.fields.optimizer.lr", "0.01") == 0.01  # the command line still wins
+    bad = tmp_path / "bad.yml"
+    bad.write_text("method: eugen-nerf\ntwin-flags: {sparse: {max-num-iterations: 3}}\n")
+    with pytest.raises(InputError, match="twin-flags"):
+        load_preset(bad)
+
+
+# ----------------------------------------------------------------------------- nerfstudio's own tools
+@pytest.mark.slow
+def test_ns_eval_and_ns_render_on_smoke_runs(tiny_runs, tmp_path, ns):
+    for layer, config_path in tiny_runs.items():
+        result = ns("ns-eval", "--load-config", str(config_path), "--output-path", str(tmp_path / f"{layer}.json"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "psnr" in (tmp_path / f"{layer}.json").read_text()
+    config = str(tiny_runs["eugen"])
+    images = ["--output-format", "images"]
+    interpolate = [*images, "--pose-source", "train", "--interpolation-steps", "2", "--frame-rate", "2"]
+    for mode, extra in (("dataset", ["--split", "test", "--rendered-output-names", "rgb"]), ("spiral", images),
+                        ("interpolate", interpolate)):
+        out = tmp_path / mode
+        result = ns("ns-render", mode, "--load-config", config, "--output-path", str(out), *extra)
+        assert result.returncode == 0, (mode, result.stdout[-1500:], result.stderr[-1500:])
+        assert list(out.rglob("*.png")) or list(out.rglob("*.jpg")), mode
+    result = ns("ns-export", "pointcloud", "--load-config", config, "--output-dir", str(tmp_path / "pc"),
+                "--num-points", "100", "--remove-outliers", "False", "--normal-method", "open3d")
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["eugen", "dense"])
+def test_diverged_run_stops_with_one_line_error_and_keeps_its_last_checkpoint(
+    tiny_blender, tmp_path, layer, reduced_config, train
+):
+    config = reduced_config(tiny_blender, tmp_path, layer, steps=2)
+    train(config)  # saves step 1
+    resumed = reduced_config(tiny_blender, tmp_path, layer, steps=6)
+    resumed.timestamp = config.timestamp
+    resumed.load_dir = config.get_checkpoint_dir()
+    resumed.optimizers["fields"]["optimizer"].lr = 1e30  # step 2's Adam update moves every weight by ~1e30
+    with pytest.raises(TrainingDiverged) as caught:
+        train(resumed)
+    message = str(caught.value)
+    assert "\n" not in message and "training diverged at step 3:" in message, message
+    assert "--optimizers.fields.optimizer.lr 1e+30" in message  # the resumed run used the new flag
+    (kept,) = config.get_checkpoint_dir().glob("step-*.ckpt")  # step 2's (finite loss), not step 3's
+    assert kept.name == "step-000000002.ckpt" and str(kept) in message
+    state = torch.load(kept, weights_only=True)["pipeline"]
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def test_resuming_follows_the_learning_rate_flags(tiny_blender, tmp_path, reduced_config, train):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    config.optimizers["fields"]["scheduler"].lr_final = 1e-6
+    train(config)
+    resumed = reduced_config(tiny_blender, tmp_path, "eugen", steps=4)
+    resumed.timestamp, resumed.load_dir = "resumed", config.get_checkpoint_dir()
+    resumed.optimizers["fields"]["optimizer"].lr = 1e-2
+    resumed.optimizers["fields"]["scheduler"].lr_final = 1e-4
+    trainer = resumed.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    (group,) = trainer.optimizers.optimizers["fields"].param_groups
+    # the next step (2) at its point of the new schedule: 1e-2 decaying to 1e-4 over 4 steps, half-way
+    assert group["lr"] == pytest.approx(1e-2 * (1e-4 / 1e-2) ** 0.5)
+
+
+def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_path, ns):
+    dense_checkpoints = tiny_runs["dense"].parent / "nerfstudio_models"
+    result = ns("ns-train", "eugen-nerf", "--machine.device-type", "cpu", "--max-num-iterations", "1",
+                "--output-dir", str(tmp_path), "--load-dir", str(dense_checkpoints), "--data",
+                str(tiny_blender), "--pipeline.datamanager.train-num-rays-per-batch", "4")
+    assert result.returncode == 2
+    # the error is the last line (library deprecation warnings may precede it), and no traceback
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error:") and "only dense layers" in error and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
+    """A real ns-train process gets SIGINT mid-run: it saves the last finished step, and a second
+    ns-train with --load-dir continues from there to the configured total."""
+    import signal
+    import time
+
+    def ns_train(steps: int, *extra: str) -> list[str]:
+        return [str(Path(sys.executable).parent / "ns-train"), "eugen-nerf", "--machine.device-type", "cpu",
+                "--data", str(tiny_blender), "--output-dir", str(tmp_path), "--experiment-name", "ctrl-c",
+                "--max-num-iterations", str(steps), "--steps-per-save", str(10**6),
+                "--pipeline.datamanager.train-num-rays-per-batch", "4", "--pipeline.model.num-coarse-samples", "4",
+                "--pipeline.model.num-importance-samples", "4",
+                # The dense twin: this tests the trainer, and 4-ray batches of the default 7 stacked
+                # order-2 EUGen layers can diverge after a few hundred steps (docs/limitations.md).
+                "--pipeline.model.layer", "dense", *extra]
+
+
+    process = subprocess.Popen(ns_train(10**6, "--timestamp", "first"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    import threading
+
+    watchdog = threading.Timer(240, process.kill)  # never hang CI if the step table never prints
+    watchdog.start()
+    # training has started once the step table prints; let it run a little, then press Ctrl-C
+    for line in process.stdout:
+        if "Step (% Done)" in line:
+            break
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    watchdog.cancel()
+    assert "Interrupted: saved step" in output, output[-2000:]
+    checkpoint_dir = tmp_path / "ctrl-c" / "eugen-nerf" / "first" / "nerfstudio_models"
+    (saved,) = checkpoint_dir.glob("step-*.ckpt")
+    step = torch.load(saved, weights_only=True)["step"]
+    assert step > 0
+
+    total = step + 3
+    result = subprocess.run(ns_train(total, "--timestamp", "second", "--load-dir", str(checkpoint_dir)),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (final,) = (checkpoint_dir.parent.parent / "second" / "nerfstudio_models").glob("step-*.ckpt")
+    assert torch.load(final, weights_only=True)["step"] == total - 1
+
+
+@pytest.mark.parametrize("flag, value", [("layer", "sparse"), ("eugen.feature-map", "tanh"),
+                                         ("eugen.sampler", "uniform"), ("eval-background-color", "red")])
+def test_unknown_flag_value_is_one_line_error(flag, value):
+    """ns-train's parser (tyro) passes our InputError through instead of printing its usage panel."""
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    with pytest.raises(InputError, match=f"--pipeline.model.{flag.split('.')[0]}.*{value}"):
+        tyro.cli(AnnotatedBaseConfigUnion, args=["eugen-nerf", f"--pipeline.model.{flag}", value])
+
+
+# ----------------------------------------------------------------------------- eugen distill
+def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    results = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()
+    student = Path(results["student"])
+    assert student.is_relative_to(tmp_path) and student.parent.name.endswith("-distilled")
+    assert len(results["layers"]) == 2 * 7 + 2 * 2  # coarse and fine: EUGen base layers 1-7, head layers 0-1
+    assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    checkpoint = next((student.parent / "nerfstudio_models").glob("step-*.ckpt"))
+    state = torch.load(checkpoint, weights_only=True)["pipeline"]
+    assert any(key.endswith(".projection_seed") for key in state)
+    _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
+    assert pipeline.model.config.layer == "eugen"
+
+
+def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    plain = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "plain", rays=32).run()
+    # 1e-3, not the default 3e-3: on a 2-step teacher the default diverged at step 19 on an AMD EPYC VM
+    # (the stacked-layer Known defect); the test is about fine-tuning working, not about its default rate
+    tuned = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "tuned", rays=32, finetune_steps=30,
+                    finetune_rays=64, finetune_lr=1e-3).run()
+    first, last = tuned["finetune_loss_first_last"]
+    assert tuned["finetune_steps"] == 30 and last < first
+
+    def weights(results):
+        checkpoint = next((Path(results["student"]).parent / "nerfstudio_models").glob("step-*.ckpt"))
+        return torch.load(checkpoint, weights_only=True)["pipeline"]
+
+    before, after = weights(plain), weights(tuned)
+    changed = [key for key in before if before[key].is_floating_point() and not torch.equal(before[key], after[key])]
+    assert any("field_fine.mlp_base.layers.1" in key for key in changed)
+    with pytest.raises(InputError, match="--finetune-lr must be positive"):
+        Distill(load_config=tiny_runs["dense"], finetune_lr=0.0).run()
+    with pytest.raises(InputError, match="--finetune-steps: diverged at step"):  # one line, not a traceback
+        Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "wild", rays=32, finetune_steps=30,
+                finetune_lr=1e3).run()
+
+
+def test_distill_refuses_bad_input(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    with pytest.raises(InputError, match="already an EUGen run"):
+        Distill(load_config=tiny_runs["eugen"]).run()
+    with pytest.raises(InputError, match="--load-config not found"):
+        Distill(load_config=tmp_path / "nowhere.yml").run()
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_runs["dense"].parent, run)
+    config = (run / "config.yml").read_text()
+    (run / "config.yml").write_text(config.replace("method_name: eugen-nerf", "method_name: nerfacto"))
+    with pytest.raises(InputError, match="method 'nerfacto' cannot be distilled"):
+        Distill(load_config=run / "config.yml").run()
+    import yaml
+
+    moved = yaml.load(config, Loader=yaml.Loader)
+    moved.timestamp = "never-trained"  # its checkpoints would be in .../never-trained/nerfstudio_models
+    (run / "config.yml").write_text(yaml.dump(moved))
+    with pytest.raises(InputError, match="checkpoint folder not found|no step-N.ckpt"):
+        Distill(load_config=run / "config.yml").run()

@@ -1,0 +1,35 @@
+"""Run folders written before the role layout (eugen_nerf.nerf.model, .trainer, .data, ...) still load."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eugen_nerf.nerf.legacy_paths import MOVED_MODULES
+
+# config.yml files that the flat layout's code wrote (one per method), as ns-train saves them
+LEGACY_CONFIGS = Path(__file__).parent / "legacy_configs"
+
+
+@pytest.mark.parametrize("old, new", sorted(MOVED_MODULES.items()))
+def test_old_module_path_is_the_moved_module(old, new):
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+@pytest.mark.parametrize("method", ["eugen_nerf", "eugen_dnerf", "eugen_mipnerf360", "eugen_zipnerf"])
+def test_config_written_under_the_old_layout_loads_as_the_current_classes(method):
+    from eugen_nerf.nerf.methods import registry
+
+    text = (LEGACY_CONFIGS / f"{method}.yml").read_text()
+    assert "eugen_nerf.nerf.trainer." in text and "eugen_nerf.nerf.data." in text  # really the old paths
+    config = yaml.load(text, Loader=yaml.Loader)  # as nerfstudio's eval_setup reads a run's config.yml
+    current = getattr(registry, method).config
+    assert type(config) is type(current) and config._target is current._target
+    model, current_model = config.pipeline.model, current.pipeline.model
+    assert type(model) is type(current_model) and model._target is current_model._target
+    assert type(config.pipeline.datamanager) is type(current.pipeline.datamanager)
+    assert config.method_name == current.method_name
+    assert "eugen_nerf.nerf.methods." in yaml.dump(config)  # saved again, it names the new paths

@@ -1,0 +1,260 @@
+"""eugen-mipnerf360, eugen-zipnerf and eugen-dnerf: the twins train, nerfstudio's tools run on them, the dense
+twins are what they claim, bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import imageio.v2 as imageio
+import pytest
+import torch
+from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.field_components.temporal_distortions import DNeRFDistortion
+
+from eugen_nerf.bench.nerf import BenchNeRF, random_ray_samples
+from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.commands.time_sweep import RenderTimeSweep
+from eugen_nerf.nerf.methods import registry as methods
+from eugen_nerf.nerf.methods.dnerf import EUGenDNeRFDistortion
+from eugen_nerf.nerf.methods.mipnerf360 import EUGenMipNeRF360ModelConfig
+from eugen_nerf.presets import load_preset
+from eugen_nerf.scenes.kinds import DNeRFScene, UnboundedScene
+
+METHODS = ("eugen_mipnerf360", "eugen_zipnerf", "eugen_dnerf")
+
+
+@pytest.fixture(scope="session")
+def tiny_scenes(tmp_path_factory) -> dict:
+    dnerf = tmp_path_factory.mktemp("tiny-dnerf")
+    DNeRFScene(output=dnerf, width=16, height=16, train_views=3, val_views=1, test_views=1).run()
+    unbounded = tmp_path_factory.mktemp("tiny-unbounded")
+    UnboundedScene(output=unbounded, width=16, height=12, views=8, test_every=4).run()
+    return {"eugen_dnerf": dnerf, "eugen_mipnerf360": unbounded, "eugen_zipnerf": unbounded}
+
+
+@pytest.fixture(scope="session")
+def method_runs(tiny_scenes, tmp_path_factory, reduced_config, train) -> dict:
+    """config.yml of 2-step runs of each method, each twin."""
+    output = tmp_path_factory.mktemp("method-runs")
+    runs = {}
+    for method in METHODS:
+        for layer in ("eugen", "dense"):
+            config = reduced_config(tiny_scenes[method], output / method, layer, method=method)
+            train(config)
+            runs[method, layer] = config.get_base_dir() / "config.yml"
+    return runs
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_twins_train_and_checkpoints_load_safely(method_runs, method):
+    sizes = {}
+    for layer in ("eugen", "dense"):
+        checkpoints = sorted((method_runs[method, layer].parent / "nerfstudio_models").glob("step-*.ckpt"))
+        state = torch.load(checkpoints[-1], weights_only=True)
+        assert state["step"] == 1
+        model = state["pipeline"]
+        assert all(torch.isfinite(value).all() for value in model.values() if value.is_floating_point())
+        sizes[layer] = sum(value.numel() for key, value in model.items() if key.endswith("weight"))
+        has_eugen = any(key.endswith(".projection_seed") for key in model)
+        assert has_eugen == (layer == "eugen")
+    assert sizes["eugen"] < sizes["dense"]
+
+
+def test_dense_deformation_is_nerfstudio_dnerf_distortion():
+    from eugen_nerf.layers.mlp import EUGenConfig
+
+    ours = EUGenDNeRFDistortion(["dense"] * 3, 256, EUGenConfig())
+    theirs = DNeRFDistortion()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(theirs.state_dict())
+    positions, times = torch.rand(10, 5, 3), torch.rand(10, 5, 1)
+    torch.testing.assert_close(ours(positions, times), theirs(positions, times))
+
+
+def test_mipnerf360_samples_frustums_with_proposals():
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = EUGenMipNeRF360ModelConfig(base_mlp_num_layers=2, base_mlp_layer_width=32, skip_connections=(),
+                                        eugen_base_layers=(1,), proposal_mlp_num_layers=2, proposal_mlp_layer_width=16,
+                                        eugen_proposal_layers=(1,), num_proposal_samples_per_ray=(12, 8),
+                                        num_nerf_samples_per_ray=6)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    rays = RayBundle(origins=torch.zeros(5, 3), directions=torch.nn.functional.normalize(torch.randn(5, 3), dim=-1),
+                     pixel_area=torch.full((5, 1), 1e-4), nears=torch.full((5, 1), 0.05),
+                     fars=torch.full((5, 1), 1000.0), camera_indices=torch.zeros(5, 1, dtype=torch.long))
+    model.train()
+    outputs = model.get_outputs(rays)
+    assert outputs["rgb"].shape == (5, 3)
+    counts = [samples.frustums.starts.shape[1] for samples in outputs["ray_samples_list"]]
+    assert counts == [12, 8, 6]
+    # the proposal MLPs see frustums: a wider frustum at the same point encodes differently
+    proposal = model.proposal_networks[0]
+    samples = random_ray_samples(4, torch.tensor([[-1.0] * 3, [1.0] * 3]), torch.device("cpu"))
+    wide = RaySamples(frustums=type(samples.frustums)(
+        origins=samples.frustums.origins, directions=samples.frustums.directions, starts=samples.frustums.starts,
+        ends=samples.frustums.ends, pixel_area=samples.frustums.pixel_area * 1e4))
+    assert not torch.allclose(proposal(samples), proposal(wide))
+    losses = model.get_loss_dict(outputs, {"image": torch.rand(5, 3)})
+    assert set(losses) == {"rgb_loss", "interlevel_loss", "distortion_loss"}
+    assert all(torch.isfinite(loss) for loss in losses.values())
+
+
+def test_proposal_weight_anneal_follows_its_schedule_and_spreads_early_samples():
+    import math
+
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    config = EUGenMipNeRF360ModelConfig(base_mlp_num_layers=2, base_mlp_layer_width=16, skip_connections=(),
+                                        eugen_base_layers=(1,), proposal_mlp_num_layers=1, proposal_mlp_layer_width=8,
+                                        eugen_proposal_layers=(), num_proposal_samples_per_ray=(16,),
+                                        num_nerf_samples_per_ray=8, proposal_weights_anneal_max_num_iters=100)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    (anneal,) = model.get_training_callbacks(None)
+    for step, exponent in ((0, 0.0), (10, 10 * 0.1 / (9 * 0.1 + 1)), (100, 1.0), (5000, 1.0)):
+        anneal.run_callback_at_location(step, TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        assert math.isclose(model.proposal_sampler.anneal, exponent)
+
+    rays = RayBundle(origins=torch.zeros(6, 3), directions=torch.nn.functional.normalize(torch.randn(6, 3), dim=-1),
+                     pixel_area=torch.full((6, 1), 1e-4), nears=torch.full((6, 1), 0.05), fars=torch.full((6, 1), 10.0))
+
+    def nerf_sample_starts(density_fn) -> torch.Tensor:
+        torch.manual_seed(0)
+        samples, _, _ = model.proposal_sampler(rays, density_fns=[density_fn])
+        return samples.frustums.starts
+
+    def wall_near_the_camera(samples):
+        return (samples.frustums.starts < 0.5).float() * 100.0
+
+    def almost_empty(samples):
+        return torch.full_like(samples.frustums.starts, 1e-3)
+
+    model.proposal_sampler.set_anneal(0.0)  # the first step: the proposal's weights do not steer yet
+    assert torch.equal(nerf_sample_starts(wall_near_the_camera), nerf_sample_starts(almost_empty))
+    model.proposal_sampler.set_anneal(1.0)
+    assert (nerf_sample_starts(wall_near_the_camera) < 0.5).float().mean() > 0.9
+    assert EUGenMipNeRF360ModelConfig(use_proposal_weight_anneal=False).setup(
+        scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).get_training_callbacks(
+        None) == []
+
+
+def test_bad_proposal_layer_index_is_flag_error():
+    with pytest.raises(InputError, match="eugen-proposal-layers"):
+        EUGenMipNeRF360ModelConfig(proposal_mlp_num_layers=2, eugen_proposal_layers=(5,))
+
+
+def test_dnerf_scene_without_times_is_one_line_error(tiny_scenes, tmp_path, reduced_config, train):
+    scene = tmp_path / "no-times"
+    shutil.copytree(tiny_scenes["eugen_dnerf"], scene)
+    transforms = json.loads((scene / "transforms_train.json").read_text())
+    del transforms["frames"][1]["time"]
+    (scene / "transforms_train.json").write_text(json.dumps(transforms))
+    with pytest.raises(InputError, match=r"transforms_train.json: 1 of 3 frames have no \"time\" \(first: frame 1\)"):
+        train(reduced_config(scene, tmp_path / "out", "eugen", method="eugen_dnerf"))
+
+
+def test_a_warmup_as_long_as_the_run_is_a_one_line_error(tiny_scenes, tmp_path, reduced_config, train):
+    config = reduced_config(tiny_scenes["eugen_zipnerf"], tmp_path / "out", "dense", method="eugen_zipnerf")
+    config.optimizers["proposal_networks"]["scheduler"].warmup_steps = 2
+    with pytest.raises(InputError, match=r"^--optimizers.proposal_networks.scheduler.warmup-steps 2 must be below "
+                                         r"--max-num-iterations 2$"):
+        train(config)
+    # the method's own default is Zip-NeRF's warm-up, inside its 25k steps
+    assert {entry["scheduler"].warmup_steps for entry in methods.eugen_zipnerf.config.optimizers.values()} == {5000}
+
+
+def test_presets_of_the_methods_build():
+    from eugen_nerf.nerf.commands.train_preset import build_config
+
+    for preset, method in (("mipnerf360-cpu", "eugen-mipnerf360"), ("dnerf-cpu", "eugen-dnerf"),
+                           ("mipnerf360-paper", "eugen-mipnerf360"), ("dnerf-paper", "eugen-dnerf"),
+                           ("zipnerf-cpu", "eugen-zipnerf"), ("zipnerf-paper", "eugen-zipnerf")):
+        config = build_config(load_preset(preset), ["--pipeline.model.layer", "dense"])
+        assert config.method_name == method and config.pipeline.model.layer == "dense"
+    # the CPU preset turns off the method's density bias and proposal annealing (measured worse there)
+    zipnerf = build_config(load_preset("zipnerf-cpu"), []).pipeline.model
+    assert zipnerf.density_bias == 0.0 and zipnerf.use_proposal_weight_anneal is False
+
+
+def test_time_sweep_renders_a_gif(method_runs, tmp_path):
+    gif = RenderTimeSweep(load_config=method_runs["eugen_dnerf", "eugen"], output=tmp_path, frames=3).run()
+    frames = imageio.mimread(gif)
+    assert len(frames) == 3 and frames[0].shape[:2] == (16, 16)
+    assert len(list(tmp_path.glob("frame_*.png"))) == 3
+    with pytest.raises(InputError, match="not a dynamic run"):
+        RenderTimeSweep(load_config=method_runs["eugen_mipnerf360", "eugen"], output=tmp_path).run()
+
+
+def test_bench_times_every_field(method_runs):
+    results = BenchNeRF(load_config=method_runs["eugen_mipnerf360", "eugen"], points=1024, repeats=1).run()
+    assert set(results["speedup"]["eugen"]["per_field"]) == {"encodings", "nerf", "proposal_0", "proposal_1"}
+    dnerf = BenchNeRF(load_config=method_runs["eugen_dnerf", "eugen"], points=1024, repeats=1).run()
+    assert set(dnerf["speedup"]["eugen"]["per_field"]) == {"coarse", "fine", "deformation"}
+    zipnerf = BenchNeRF(load_config=method_runs["eugen_zipnerf", "eugen"], points=1024, repeats=1).run()
+    assert set(zipnerf["speedup"]["eugen"]["per_field"]) == {"encodings", "nerf", "proposal_0", "proposal_1"}
+    assert zipnerf["models"]["eugen"]["mlp_ms"] < zipnerf["models"]["eugen"]["fields_ms"]
+    dense, eugen = results["models"]["dense"], results["models"]["eugen"]
+    assert results["speedup"]["eugen"]["mlp"] == pytest.approx(dense["mlp_ms"] / eugen["mlp_ms"])
+    assert results["speedup"]["eugen"]["image"] == pytest.approx(dense["image_ms"] / eugen["image_ms"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_ns_eval_and_ns_render_on_both_methods(method_runs, method, tmp_path, ns):
+    for layer in ("eugen", "dense"):
+        out = tmp_path / f"{layer}.json"
+        result = ns("ns-eval", "--load-config", str(method_runs[method, layer]), "--output-path", str(out))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "psnr" in json.loads(out.read_text())["results"]
+    config = str(method_runs[method, "eugen"])
+    images = ["--output-format", "images"]
+    interpolate = [*images, "--pose-source", "train", "--interpolation-steps", "2", "--frame-rate", "2"]
+    for mode, extra in (("dataset", ["--split", "test", "--rendered-output-names", "rgb"]),
+                        ("interpolate", interpolate)):
+        out = tmp_path / mode
+        result = ns("ns-render", mode, "--load-config", config, "--output-path", str(out), *extra)
+        assert result.returncode == 0, (mode, result.stdout[-1500:], result.stderr[-1500:])
+        assert list(out.rglob("*.png")) or list(out.rglob("*.jpg")), mode
+
+
+def test_closed_form_contraction_equals_nerfstudios():
+    from nerfstudio.field_components.spatial_distortions import SceneContraction
+    from nerfstudio.utils.math import Gaussians
+
+    from eugen_nerf.nerf.components.contraction import L2SceneContraction
+
+    generator = torch.Generator().manual_seed(0)
+    mean = torch.randn(500, 4, 3, generator=generator) * 3  # inside and outside the unit ball
+    factor = torch.randn(500, 4, 3, 3, generator=generator) * 0.1
+    gaussians = Gaussians(mean=mean, cov=factor @ factor.transpose(-1, -2))
+    theirs, ours = SceneContraction(order=None)(gaussians), L2SceneContraction()(gaussians)
+    torch.testing.assert_close(ours.mean, theirs.mean)
+    torch.testing.assert_close(ours.cov, theirs.cov, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(L2SceneContraction()(mean), SceneContraction(order=None)(mean))
+
+
+def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, tiny_runs, tmp_path):
+    from eugen_nerf.bench.suite import BenchSuite
+
+    runs = (*(method_runs[method, layer] for method in METHODS for layer in ("dense", "eugen")),
+            tiny_runs["dense"], tiny_runs["eugen"])
+    results = BenchSuite(runs=runs, output_dir=tmp_path / "suite", points=512, repeats=1,
+                         num_features=(8, 16)).run()
+    assert set(results["methods"]) == {"eugen-nerf", "eugen-mipnerf360", "eugen-zipnerf", "eugen-dnerf"}
+    assert results["missing"] == []
+    for entry in results["methods"].values():
+        assert set(entry["models"]) == {"dense", "eugen"} and set(entry["mlp_speedup_by_m"]) == {8, 16}
+        for row in entry["models"].values():
+            assert 0 < row["psnr"] < 100 and 0 < row["ssim"] <= 1 and row["parameters"] > 0 and row["image_ms"] > 0
+    assert "| eugen-zipnerf | eugen |" in (tmp_path / "suite" / "suite.md").read_text()
+    for name in ("suite.json", "speedup_vs_m.png", "psnr_vs_image_time.png"):
+        assert (tmp_path / "suite" / name).stat().st_size > 0
+    # a method with only one twin is named, not dropped silently
+    lonely = BenchSuite(runs=(method_runs["eugen_dnerf", "eugen"],), output_dir=tmp_path / "lonely").run()
+    assert lonely["methods"] == {} and "eugen-dnerf: no dense run" in lonely["missing"]
+    assert "missing: eugen-dnerf: no dense run" in (tmp_path / "lonely" / "suite.md").read_text()
+    with pytest.raises(InputError, match="nowhere: not a run's config.yml or a folder of runs"):
+        BenchSuite(runs=(tmp_path / "nowhere",), output_dir=tmp_path / "x").run()
