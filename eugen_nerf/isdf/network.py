@@ -37,7 +37,11 @@ def icosahedron_directions() -> Tensor:
 
 
 class OffAxisEncoding(nn.Module):
-    """[x, sin(2^k A x), sin(2^k A x + pi/2)] for k < num_frequencies, A the 21 directions."""
+    """[x, sin(2^k A x), sin(2^k A x + pi/2)] for k < num_frequencies, A the 21 directions.
+
+    Args:
+        num_frequencies: F, octaves 2^0 .. 2^(F-1); points (N, 3) -> (N, 3 + 42 F).
+    """
 
     def __init__(self, num_frequencies: int = 6) -> None:
         super().__init__()
@@ -86,7 +90,12 @@ class SDFNetworkConfig:
 
 
 class SDFNetwork(nn.Module):
-    """Signed distance (metres) at world points. `centre` moves the scene to the origin first."""
+    """Signed distance (metres) at world points. `centre` moves the scene to the origin first.
+
+    Args:
+        config: layer kinds, width, depth, encoding octaves and the input and output scales.
+        centre: (3,) world point (metres) subtracted from the points before the input scale.
+    """
 
     def __init__(self, config: SDFNetworkConfig, centre: Tensor) -> None:
         super().__init__()

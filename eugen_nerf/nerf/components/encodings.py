@@ -26,7 +26,12 @@ class SampleEncoding(nn.Module):
 
 class IntegratedEncoding(SampleEncoding):
     """mip-NeRF's integrated positional encoding of each sample's conical frustum (as a Gaussian),
-    after the scene contraction (which maps the Gaussian through its linearisation)."""
+    after the scene contraction (which maps the Gaussian through its linearisation).
+
+    Args:
+        encoding: a point encoding that takes covariances (`encoding(means, covs=...)`), e.g. `NeRFEncoding`.
+        contraction: maps each Gaussian (mean [*bs, 3], cov [*bs, 3, 3]) before encoding; None: no contraction.
+    """
 
     def __init__(self, encoding: Encoding, contraction: SpatialDistortion | None) -> None:
         super().__init__()

@@ -67,7 +67,16 @@ class ScaleAwareHashGrid(nn.Module):
     """Hash grid over [0, 1]^3 whose level features are downweighted by the query's scale.
 
     forward(positions (*batch, K, 3), stds (*batch, K)) -> (*batch, levels * features): the K
-    multisamples' downweighted features, averaged."""
+    multisamples' downweighted features, averaged.
+
+    Args:
+        num_levels: resolution levels of the grid.
+        features_per_level: features stored per hash-table entry of each level.
+        min_resolution: cells per unit length of the coarsest level.
+        max_resolution: cells per unit length of the finest level.
+        log2_hashmap_size: log2 of the hash-table entries per level.
+        backend: auto | tcnn | torch, as --pipeline.model.hash-grid (see `choose_backend`).
+    """
 
     def __init__(
         self,

@@ -22,7 +22,14 @@ from eugen_nerf.nerf.components.encodings import SampleEncoding
 
 class ProposalDensityField(nn.Module):
     """A proposal MLP: encoding of the frustum (integrated positional encoding for mip-NeRF 360, the
-    multisampled hash grid for Zip-NeRF) -> MLP -> density."""
+    multisampled hash grid for Zip-NeRF) -> MLP -> density.
+
+    Args:
+        encoding: encoding of the ray samples, (*batch) -> (*batch, encoding.get_out_dim()).
+        layer_kinds: 'dense' or 'eugen' per hidden layer; a dense output layer to one density follows.
+        layer_width: width of the hidden layers.
+        eugen: order k, features m, feature map and projections of the EUGen layers.
+    """
 
     def __init__(
         self, encoding: SampleEncoding, layer_kinds: Sequence[str], layer_width: int, eugen: EUGenConfig
@@ -45,7 +52,14 @@ class ProposalDensityField(nn.Module):
 class FrustumProposalSampler(Sampler):
     """Uniform-in-disparity samples, then one PDF resampling per proposal level, each level weighted by
     its own proposal MLP; returns the NeRF's samples and every level's (samples, weights) for the
-    interlevel and distortion losses."""
+    interlevel and distortion losses.
+
+    Args:
+        num_proposal_samples: samples per ray at each proposal level (its length is the number of levels).
+        num_nerf_samples: samples per ray of the last resampling, the ones the NeRF MLP sees.
+        initial_sampler: the first level's sampler; None: linear up to distance 1, then uniform in disparity.
+        single_jitter: one jitter per ray rather than per sample, in the default initial and PDF samplers.
+    """
 
     def __init__(
         self,

@@ -47,7 +47,13 @@ def zip_distance_inverse(s: Float[Tensor, "*bs"]) -> Float[Tensor, "*bs"]:
 
 
 class PowerTransformSampler(SpacedSampler):
-    """Samples uniform in Zip-NeRF's power-transformed distance between each ray's near and far."""
+    """Samples uniform in Zip-NeRF's power-transformed distance between each ray's near and far.
+
+    Args:
+        num_samples: samples per ray; None: given at each call.
+        train_stratified: jitter the samples within their intervals in training.
+        single_jitter: one jitter per ray rather than per sample.
+    """
 
     def __init__(
         self, num_samples: int | None = None, train_stratified: bool = True, single_jitter: bool = True

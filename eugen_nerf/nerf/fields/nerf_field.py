@@ -54,14 +54,24 @@ def apply_head(head: FieldHead, features: Piece, shift: float = 0.0) -> Float[Te
 
 class EUGenNeRFField(Field):
     """NeRF field: position encoding -> base MLP (skip) -> density; [direction encoding, base
-    features] -> head MLP -> RGB. The base MLP's last layer is the bottleneck (`bottleneck_width`, the
-    base width when None; `bottleneck_relu`: a ReLU after it when it is dense).
-    `base_layer_kinds` / `head_layer_kinds` pick dense or EUGen per layer;
-    `linear_direction`: an EUGen first head layer takes the direction through a dense term;
-    `density_bias`: added to the raw density before the softplus.
+    features] -> head MLP -> RGB. The base MLP's last layer is the bottleneck.
 
-    `position_encoding` is a point encoding (of the sample positions, after `spatial_distortion`) or a
-    `SampleEncoding` of the whole frustums (mip-NeRF 360, Zip-NeRF), which contracts on its own."""
+    Args:
+        position_encoding: a point encoding of the sample positions (after `spatial_distortion`), or a
+            `SampleEncoding` of the whole frustums (mip-NeRF 360, Zip-NeRF), which contracts on its own.
+        direction_encoding: encoding of the unit view directions [*bs, 3].
+        base_layer_kinds: 'dense' or 'eugen' per base-MLP layer; its length is the number of layers.
+        head_layer_kinds: 'dense' or 'eugen' per view-head layer; its length is the number of layers.
+        eugen: order k, features m, feature map and projections of every EUGen layer.
+        base_mlp_layer_width: hidden width of the base MLP.
+        head_mlp_layer_width: width of the view head.
+        skip_connections: base-MLP layers that see the encoded position again.
+        bottleneck_width: width of the base MLP's last layer; the base width when None.
+        bottleneck_relu: a ReLU after that last layer when it is dense (vanilla-nerf; Zip-NeRF's is linear).
+        spatial_distortion: contraction of the positions before a point encoding (unused with a `SampleEncoding`).
+        linear_direction: an EUGen first head layer takes the direction through a dense term.
+        density_bias: added to the raw density before the softplus.
+    """
 
     def __init__(
         self,

@@ -21,7 +21,14 @@ from eugen_nerf.nerf.methods.nerf import EUGenNeRFModel, EUGenNeRFModelConfig
 
 class EUGenDNeRFDistortion(TemporalDistortion):
     """nerfstudio's DNeRFDistortion with its MLP dense or EUGen per layer (same encodings and sizes;
-    all dense it has DNeRFDistortion's parameters)."""
+    all dense it has DNeRFDistortion's parameters).
+
+    Args:
+        layer_kinds: 'dense' or 'eugen' per hidden layer; a dense linear layer to the 3-d offset follows.
+        layer_width: width of the hidden layers.
+        eugen: order k, features m, feature map and projections of the EUGen layers.
+        frequencies: L, frequencies 2^0 .. 2^(L-2) of both the position and the time encoding.
+    """
 
     def __init__(self, layer_kinds: list[str], layer_width: int, eugen: EUGenConfig, frequencies: int = 10) -> None:
         super().__init__()
@@ -67,6 +74,15 @@ class EUGenDNeRFModelConfig(EUGenNeRFModelConfig):
 
 
 class EUGenDNeRFModel(EUGenNeRFModel):
+    """eugen-nerf's model with the deformation network `EUGenDNeRFDistortion` of its config.
+
+    Args:
+        config: the method's settings (`EUGenDNeRFModelConfig`).
+        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
+        num_train_data: number of training images.
+        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
+    """
+
     config: EUGenDNeRFModelConfig
 
     def make_temporal_distortion(self) -> EUGenDNeRFDistortion | None:

@@ -28,8 +28,7 @@ class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
 
     _target: type = field(default_factory=lambda: EUGenNeRFModel)
     eval_background_color: str = "white"
-    """white | black. Background of evaluated and rendered images when training uses --pipeline.model.background-color
-    random (Blender test images are composited on white)."""
+    """white | black: background of evaluated and rendered images when --pipeline.model.background-color is random."""
 
     def __post_init__(self) -> None:
         self.check_field_flags()
@@ -37,7 +36,14 @@ class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
 
 
 class EUGenNeRFModel(NeRFModel):
-    """NeRFModel whose fields are `EUGenNeRFField`s; everything else is vanilla-nerf's."""
+    """NeRFModel whose fields are `EUGenNeRFField`s; everything else is vanilla-nerf's.
+
+    Args:
+        config: the method's settings (`EUGenNeRFModelConfig`).
+        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
+        num_train_data: number of training images.
+        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
+    """
 
     config: EUGenNeRFModelConfig
 

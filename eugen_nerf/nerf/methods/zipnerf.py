@@ -41,7 +41,12 @@ CONTRACTED_RADIUS = 2.0  # the L2 contraction maps the whole scene into the ball
 
 
 class MultisampledGridEncoding(SampleEncoding):
-    """Frustums -> six multisamples -> contraction -> scale-aware hash grid, averaged over the six."""
+    """Frustums -> six multisamples -> contraction -> scale-aware hash grid, averaged over the six.
+
+    Args:
+        grid: the scale-aware hash grid over [0, 1]^3, onto which the contracted ball of radius 2 is mapped.
+        contraction: the L2 contraction of the multisamples' means (*batch, 6, 3) and stds (*batch, 6).
+    """
 
     def __init__(self, grid: ScaleAwareHashGrid, contraction: L2SceneContraction) -> None:
         super().__init__()
@@ -113,8 +118,7 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     proposal_mlp_layer_width: int = 64
     """Width of the proposal MLPs."""
     eugen_proposal_layers: tuple[int, ...] = ()
-    """Proposal-MLP hidden layers that become EUGen layers (none by default: a 1x64 layer on 6-8 grid
-    features is cheaper dense)."""
+    """Proposal-MLP hidden layers that become EUGen layers (none: 1x64 on 6-8 grid features is cheaper dense)."""
     interlevel_blur_radii: tuple[float, ...] = (0.03, 0.003)
     """Half-width of each proposal level's box blur in the interlevel loss (Zip-NeRF: 0.03, 0.003)."""
     hash_decay_mult: float = 0.1
@@ -132,6 +136,15 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
 
 
 class EUGenZipNeRFModel(ProposalNeRFModel):
+    """Zip-NeRF: multisampled scale-aware hash grids, power-spaced samples, anti-aliased interlevel loss, grid decay.
+
+    Args:
+        config: the method's settings (`EUGenZipNeRFModelConfig`).
+        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
+        num_train_data: number of training images.
+        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
+    """
+
     config: EUGenZipNeRFModelConfig
 
     def field_encoding(self, contraction: SpatialDistortion) -> MultisampledGridEncoding:
