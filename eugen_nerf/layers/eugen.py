@@ -1,13 +1,15 @@
 """The EUGen layer: inputs and weights mapped apart by random features, meeting in one dot product.
 
     x+ = [x; 1 (optional); ||x||]                       (d_plus = d + 1 or d + 2 coordinates)
+    x+ <- x+ / sqrt(1 + ||x+||^2 / d_plus)              (soft normalisation, on by default)
     order-i features  z_i = (G^i_1 x+) * ... * (G^i_i x+)   (element-wise; m features each)
     f(x) = Phi([z_1; ...; z_k])                         (F = k*m, or 2*k*m for trig)
     y = A f(x) + c                                      (c is the weight of the constant order-0 feature)
 
 All k(k+1)/2 matrices G are stacked into one (k(k+1)/2 * m) x d_plus matrix and applied in one GEMM;
 the norm and constant coordinates are never concatenated onto x: they enter as a rank-1 update and as
-the GEMM's bias. See docs/eugen-math.md; special cases (one module, not a family of classes):
+the GEMM's bias; the soft normalisation is one scale per row after that GEMM, so a chain of layers
+stays bounded at any depth (docs/eugen-math.md §6). Special cases (one module, not a family of classes):
   order=1, feature_map="identity"   low-rank layer with a norm feature
   order=1, feature_map="relu"       ReLU-SNNK (arc-cosine kernel)
   feature_map="trig"                trigonometric random features [cos, sin] (Gaussian kernel)
@@ -81,6 +83,9 @@ class EUGenLinear(nn.Module):
         sampler: distribution of G's entries: gaussian, orthogonal, rademacher.
         bias: learn the weight c of the constant order-0 feature.
         norm_feature: append ||x|| to x (the EUGen x+).
+        soft_normalize: divide x+ by sqrt(1 + ||x+||^2 / d_plus): nearly the identity for inputs of
+            mean square below 1, a vector of norm below sqrt(d_plus) for any input, so that stacked
+            layers cannot grow as the degree-k^L polynomial they otherwise are (docs/eugen-math.md §6).
         constant_feature: also append a constant 1 to x (a bias inside the polynomial).
         trainable_projection: G is a parameter (else a fixed buffer).
         store_projection: save G in the state dict; False keeps only its seed and redraws G on load.
@@ -105,6 +110,7 @@ class EUGenLinear(nn.Module):
         sampler: str = "orthogonal",
         bias: bool = True,
         norm_feature: bool = True,
+        soft_normalize: bool = True,
         constant_feature: bool = False,
         trainable_projection: bool = False,
         store_projection: bool = True,
@@ -124,9 +130,15 @@ class EUGenLinear(nn.Module):
         self.order = check_positive_int("order", order)
         self.feature_map = check_choice("feature_map", feature_map, FEATURE_MAPS)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
+        if self.feature_map == "exp" and self.order > 1:
+            raise ValueError(
+                f"feature_map='exp' needs order=1, got order={self.order}: its normaliser exp(-s^2 ||x+||^2 / 2) "
+                "is the softmax kernel's for one projection, not for products of several"
+            )
         if trainable_projection and not store_projection:
             raise ValueError("store_projection=False needs a fixed projection (trainable_projection=False)")
         self.norm_feature = bool(norm_feature)
+        self.soft_normalize = bool(soft_normalize)
         self.constant_feature = bool(constant_feature)
         self.trainable_projection = bool(trainable_projection)
         self.store_projection = bool(store_projection)
@@ -181,6 +193,7 @@ class EUGenLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"num_features={self.num_features}, order={self.order}, feature_map={self.feature_map}, "
             f"sampler={self.sampler}, bias={self.bias is not None}, norm_feature={self.norm_feature}, "
+            f"soft_normalize={self.soft_normalize}, "
             f"constant_feature={self.constant_feature}, trainable_projection={self.trainable_projection}, "
             f"linear_inputs={self.linear_inputs}"
         )
@@ -208,25 +221,29 @@ class EUGenLinear(nn.Module):
 
     # --------------------------------------------------------------------------------- forward
     def _project(self, pieces: list[Piece]) -> tuple[Tensor, Tensor | None]:
-        """Rows G x+ for the input concat(pieces), and ||x|| where a feature map needs it."""
+        """Rows G x+ for the input concat(pieces), and ||x+||^2 where the feature map needs it."""
         d = self.mixed_features
         g = self.projection
         constant = g[:, d] if self.constant_feature else None
         projected = linear_on_pieces(g[:, :d], constant, pieces)  # [N, T*m], T = k(k+1)/2 projections
-        norm = None
-        if self.norm_feature or self.feature_map == "exp":
+        in_place = not torch.is_grad_enabled()
+        squared = None
+        if self.norm_feature or self.soft_normalize or self.feature_map == "exp":
             norm = piece_norms(pieces)  # [N]
+            squared = norm.square() * (2.0 if self.norm_feature else 1.0) + float(self.constant_feature)  # ||x+||^2
         if self.norm_feature:
             # The norm coordinate as a rank-1 update instead of a concatenated column.
-            if torch.is_grad_enabled():
-                projected = torch.addr(projected, norm, g[:, -1])
-            else:
-                projected.addr_(norm, g[:, -1])
+            projected = projected.addr_(norm, g[:, -1]) if in_place else torch.addr(projected, norm, g[:, -1])
+        if self.soft_normalize:
+            # G (s x+) = s (G x+): one scale per row after the GEMM, in bundled chains too.
+            scale = torch.rsqrt(1.0 + squared / self.augmented_features)  # [N]
+            projected = projected.mul_(scale[:, None]) if in_place else projected * scale[:, None]
+            squared = squared * scale.square()
         if self.check_finite and not torch.isfinite(projected[:, 0]).all():
             raise NonFiniteInputError("EUGenLinear: input contains NaN or infinite values")
-        return projected, norm
+        return projected, squared
 
-    def _feature_map(self, projected: Tensor, norm: Tensor | None, with_constant: bool = False) -> Tensor:
+    def _feature_map(self, projected: Tensor, squared: Tensor | None, with_constant: bool = False) -> Tensor:
         """f(x) from the stacked projections: per-order products, then Phi.
 
         `with_constant` appends the order-0 feature (a column of ones) in the same copy, so that the
@@ -248,9 +265,8 @@ class EUGenLinear(nn.Module):
         z = torch.cat(orders, dim=1) if self.order > 1 else orders[0]
         if self.feature_map == "trig":
             return torch.cat([torch.cos(z), torch.sin(z)] + ones, dim=1)
-        # exp: positive random features; ||x+||^2 = ||x||^2 (+1) (+||x||^2 for the norm coordinate)
-        assert norm is not None
-        squared = norm.square() * (2.0 if self.norm_feature else 1.0) + float(self.constant_feature)
+        # exp: positive random features exp(g x+ - s^2 ||x+||^2 / 2)
+        assert squared is not None
         mapped = torch.exp(z - 0.5 * self.projection_scale**2 * squared[:, None])
         return torch.cat([mapped] + ones, dim=1) if ones else mapped
 
@@ -347,6 +363,7 @@ class EUGenLinear(nn.Module):
             sampler=sampler,
             bias=True,
             norm_feature=norm_feature,
+            soft_normalize=False,  # the theorem's layer: x~ as it is
             constant_feature=True,
             projection_scale=1.0,  # unit-variance entries: the theorem's setting
             seed=seed,

@@ -45,6 +45,8 @@ class EUGenConfig:
     """Distribution of the random projections: gaussian, orthogonal or rademacher."""
     norm_feature: bool = True
     """Append ||x|| to each layer's input (the EUGen x+)."""
+    soft_normalize: bool = True
+    """Divide each layer's x+ by sqrt(1 + ||x+||^2 / d+), which keeps stacked layers bounded."""
     constant_feature: bool = False
     """Append a constant 1 to each layer's input."""
     trainable_projection: bool = False
@@ -57,6 +59,13 @@ class EUGenConfig:
         check_positive_int("num_features", self.num_features)
         check_choice("feature_map", self.feature_map, FEATURE_MAPS)
         check_choice("sampler", self.sampler, SAMPLERS)
+        if self.feature_map == "exp" and self.order > 1:
+            raise ValueError(f"feature_map exp needs order 1 (its normaliser is only valid there), got {self.order}")
+
+    def __setstate__(self, state: dict) -> None:
+        # A run's config.yml written before soft normalisation existed loads as it trained (PyYAML
+        # would fill the missing field with the current default).
+        self.__dict__.update({"soft_normalize": False, **state})
 
     def make_layer(self, in_features: int, out_features: int, index: int = 0, linear_inputs: int = 0) -> EUGenLinear:
         return EUGenLinear(
@@ -67,6 +76,7 @@ class EUGenConfig:
             feature_map=self.feature_map,
             sampler=self.sampler,
             norm_feature=self.norm_feature,
+            soft_normalize=self.soft_normalize,
             constant_feature=self.constant_feature,
             trainable_projection=self.trainable_projection,
             seed=None if self.seed is None else self.seed + index,

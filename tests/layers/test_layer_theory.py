@@ -114,6 +114,7 @@ def test_special_cases_match_their_kernels(feature_map, order, kernel):
         feature_map=feature_map,
         sampler="gaussian",
         norm_feature=False,
+        soft_normalize=False,  # the kernel of the theory's layer, x as it is
         projection_scale=1.0,
         seed=7,
         dtype=torch.float64,
@@ -126,10 +127,14 @@ def test_special_cases_match_their_kernels(feature_map, order, kernel):
     assert abs(estimate - exact) <= 4 * stderr + 1e-12, (estimate, exact, stderr)
 
 
-def test_low_rank_case_is_a_rank_m_linear_map():
-    layer = EUGenLinear(7, 5, num_features=3, order=1, seed=1, dtype=torch.float64).double()
-    x = torch.randn(11, 7, dtype=torch.float64)
+@pytest.mark.parametrize("soft_normalize", [False, True])
+def test_low_rank_case_is_a_rank_m_linear_map(soft_normalize):
+    layer = EUGenLinear(7, 5, num_features=3, order=1, seed=1, soft_normalize=soft_normalize,
+                        dtype=torch.float64).double()
+    x = torch.randn(11, 7, dtype=torch.float64) * torch.logspace(-2, 3, 11, dtype=torch.float64)[:, None]
     x_plus = torch.cat([x, x.norm(dim=1, keepdim=True)], dim=1)
+    if soft_normalize:  # x+ / sqrt(1 + ||x+||^2 / d+), d+ = 8
+        x_plus = x_plus / (1 + x_plus.square().sum(dim=1, keepdim=True) / 8).sqrt()
     expected = x_plus @ (layer.weight @ layer.projection).t() + layer.bias
     assert torch.allclose(layer(x), expected, atol=1e-12)
     assert torch.linalg.matrix_rank(layer.weight @ layer.projection) == 3
@@ -171,10 +176,15 @@ def test_view_independent_colour_needs_fewer_direction_dims_than_features(direct
                             max_freq_exp=float(direction_frequencies), include_input=True)
     directions = torch.nn.functional.normalize(torch.randn(4000, 3), dim=-1)
     scene = torch.randn(4000, 8)  # position features (the bottleneck's role)
-    target = scene.sum(dim=1, keepdim=True)  # a colour that does not depend on the view
     layer = EUGenLinear(encoding.get_out_dim() + 8, 1, num_features=16, order=2, seed=1)
+    inputs = torch.cat([encoding(directions), scene], dim=1)
+    # A colour that does not depend on the view and that the layer can represent: linear in the scene
+    # features, times the soft normalisation's scale (which sees the direction only through its norm,
+    # the same for every view).
+    squared = 2 * inputs.square().sum(dim=1, keepdim=True)  # ||x+||^2 with the norm coordinate
+    target = scene.sum(dim=1, keepdim=True) / (1 + squared / layer.augmented_features).sqrt()
     with torch.no_grad():
-        features = layer.features(torch.cat([encoding(directions), scene], dim=1))
+        features = layer.features(inputs)
     design = torch.cat([torch.ones_like(features[:, :1]), features], dim=1).double()
     fit = design @ torch.linalg.lstsq(design, target.double()).solution
     relative_error = float((fit - target).norm() / target.norm())

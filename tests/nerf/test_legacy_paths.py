@@ -32,4 +32,6 @@ def test_config_written_under_the_old_layout_loads_as_the_current_classes(method
     assert type(model) is type(current_model) and model._target is current_model._target
     assert type(config.pipeline.datamanager) is type(current.pipeline.datamanager)
     assert config.method_name == current.method_name
+    # the layers as they were trained then: without the soft normalisation that is now the default
+    assert model.eugen.soft_normalize is False and current_model.eugen.soft_normalize is True
     assert "eugen_nerf.nerf.methods." in yaml.dump(config)  # saved again, it names the new paths

@@ -7,9 +7,10 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
 - `--load-dir RUN/nerfstudio_models` resumes: training continues to `max_num_iterations` in total
   (nerfstudio would run max_num_iterations *more* steps) at this run's learning-rate flags (torch's
   load_state_dict would silently bring back the checkpoint's); bad checkpoints give one-line errors;
-- a run that diverges (a non-finite loss or weight, or NaN reaching an EUGen layer) stops with a
-  one-line error naming the step, the last checkpoint (a NaN state is never saved) and the
-  learning-rate flags; nerfstudio would go on training NaNs and checkpoint them.
+- a run that diverges (a non-finite loss or weight, or NaN reaching an EUGen layer, in a training step
+  or in an evaluation during training) stops with a one-line error naming the step, the last
+  checkpoint (a NaN state is never saved) and the learning-rate flags; nerfstudio would go on
+  training NaNs and checkpoint them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.eugen import NonFiniteInputError
 from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, load_safely, save_atomically
+from eugen_nerf.nerf.engine.finite import RenderNotFinite
 
 
 def plain(value: Any) -> Any:
@@ -149,6 +151,14 @@ class EUGenTrainer(Trainer):
         if not torch.isfinite(loss).item():
             raise self.diverged(step, f"the loss is {loss.item()}")
         return loss, loss_dict, metrics_dict
+
+    def eval_iteration(self, step: int) -> None:
+        try:
+            super().eval_iteration(step)
+        except NonFiniteInputError:
+            raise self.diverged(step, "NaN or infinite values reached an EUGen layer in evaluation") from None
+        except RenderNotFinite as error:
+            raise self.diverged(step, f"in evaluation, {error}") from None
 
     def diverged(self, step: int, what: str) -> TrainingDiverged:
         lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"

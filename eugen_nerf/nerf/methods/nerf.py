@@ -17,6 +17,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 
 from eugen_nerf.errors import check_flag_choice
 from eugen_nerf.nerf.engine.checkpoints import checked_state
+from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
 from eugen_nerf.nerf.fields.field_flags import EUGenFieldFlags
 from eugen_nerf.nerf.fields.nerf_field import EUGenNeRFField
@@ -35,7 +36,7 @@ class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
         check_flag_choice("--pipeline.model.eval-background-color", self.eval_background_color, ("white", "black"))
 
 
-class EUGenNeRFModel(NeRFModel):
+class EUGenNeRFModel(FiniteRenders, NeRFModel):
     """NeRFModel whose fields are `EUGenNeRFField`s; everything else is vanilla-nerf's.
 
     Args:

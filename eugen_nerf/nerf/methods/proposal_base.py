@@ -32,6 +32,7 @@ from eugen_nerf.nerf.components.contraction import L2SceneContraction
 from eugen_nerf.nerf.components.encodings import SampleEncoding
 from eugen_nerf.nerf.components.proposal_sampler import FrustumProposalSampler, ProposalDensityField
 from eugen_nerf.nerf.engine.checkpoints import checked_state
+from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
 from eugen_nerf.nerf.fields.field_flags import EUGenFieldFlags
 
@@ -88,7 +89,7 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
         return self.layer_kinds(self.proposal_mlp_num_layers, self.eugen_proposal_layers, "eugen-proposal-layers")
 
 
-class ProposalNeRFModel(Model):
+class ProposalNeRFModel(FiniteRenders, Model):
     """The proposal-sampled, contracted model; a method supplies `field_encoding` and `proposal_encoding`.
 
     Args:
