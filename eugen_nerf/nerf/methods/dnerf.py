@@ -76,12 +76,7 @@ class EUGenDNeRFModelConfig(EUGenNeRFModelConfig):
 class EUGenDNeRFModel(EUGenNeRFModel):
     """eugen-nerf's model with the deformation network `EUGenDNeRFDistortion` of its config.
 
-    Args:
-        config: the method's settings (`EUGenDNeRFModelConfig`).
-        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
-        num_train_data: number of training images.
-        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
-    """
+    Built by nerfstudio from a `EUGenDNeRFModelConfig`."""
 
     config: EUGenDNeRFModelConfig
 

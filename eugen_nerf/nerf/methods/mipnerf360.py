@@ -46,12 +46,7 @@ def integrated_positional_encoding(frequencies: int, contraction: SpatialDistort
 class EUGenMipNeRF360Model(ProposalNeRFModel):
     """mip-NeRF 360: the NeRF MLP and the proposal MLPs read integrated positional encodings.
 
-    Args:
-        config: the method's settings (`EUGenMipNeRF360ModelConfig`).
-        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
-        num_train_data: number of training images.
-        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
-    """
+    Built by nerfstudio from a `EUGenMipNeRF360ModelConfig`."""
 
     config: EUGenMipNeRF360ModelConfig
 

@@ -39,12 +39,7 @@ class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
 class EUGenNeRFModel(FiniteRenders, NeRFModel):
     """NeRFModel whose fields are `EUGenNeRFField`s; everything else is vanilla-nerf's.
 
-    Args:
-        config: the method's settings (`EUGenNeRFModelConfig`).
-        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
-        num_train_data: number of training images.
-        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
-    """
+    Built by nerfstudio from a `EUGenNeRFModelConfig`."""
 
     config: EUGenNeRFModelConfig
 

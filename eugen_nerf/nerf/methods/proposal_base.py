@@ -92,12 +92,7 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
 class ProposalNeRFModel(FiniteRenders, Model):
     """The proposal-sampled, contracted model; a method supplies `field_encoding` and `proposal_encoding`.
 
-    Args:
-        config: the method's settings (`ProposalNeRFModelConfig`).
-        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
-        num_train_data: number of training images.
-        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
-    """
+    Built by nerfstudio from a `ProposalNeRFModelConfig`."""
 
     config: ProposalNeRFModelConfig
 

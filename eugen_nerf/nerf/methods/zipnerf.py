@@ -138,12 +138,7 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
 class EUGenZipNeRFModel(ProposalNeRFModel):
     """Zip-NeRF: multisampled scale-aware hash grids, power-spaced samples, anti-aliased interlevel loss, grid decay.
 
-    Args:
-        config: the method's settings (`EUGenZipNeRFModelConfig`).
-        scene_box: the dataset's scene box (nerfstudio's `SceneBox`).
-        num_train_data: number of training images.
-        **kwargs: the rest of nerfstudio's `Model` arguments (metadata, device, ...).
-    """
+    Built by nerfstudio from a `EUGenZipNeRFModelConfig`."""
 
     config: EUGenZipNeRFModelConfig
 
