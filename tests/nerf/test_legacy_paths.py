@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eugen_nerf.nerf.engine.safe_config import load_run_config
 from eugen_nerf.nerf.legacy_paths import MOVED_MODULES
 
 # config.yml files that the flat layout's code wrote (one per method), as ns-train saves them
@@ -25,7 +26,7 @@ def test_config_written_under_the_old_layout_loads_as_the_current_classes(method
 
     text = (LEGACY_CONFIGS / f"{method}.yml").read_text()
     assert "eugen_nerf.nerf.trainer." in text and "eugen_nerf.nerf.data." in text  # really the old paths
-    config = yaml.load(text, Loader=yaml.Loader)  # as nerfstudio's eval_setup reads a run's config.yml
+    config = load_run_config(text, f"{method}.yml")  # as every command reads a run's config.yml
     current = getattr(registry, method).config
     assert type(config) is type(current) and config._target is current._target
     model, current_model = config.pipeline.model, current.pipeline.model

@@ -1,4 +1,4 @@
-"""A saved run: its config.yml read back, and its pipeline loaded for inference or evaluation."""
+"""A saved run: its config.yml read back (without running code from it), and its pipeline loaded."""
 
 from __future__ import annotations
 
@@ -6,21 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from eugen_nerf.errors import InputError
+from eugen_nerf.nerf.engine.safe_config import load_run_config
 
 
 def read_run_config(config_path: Path, flag: str) -> Any:
     """The TrainerConfig a run's config.yml holds; a missing or unreadable file is one line naming `flag`."""
-    import yaml
-
-    import eugen_nerf.nerf.methods.registry  # noqa: F401 - the config classes yaml refers to, and error printing
+    import eugen_nerf.nerf.methods.registry  # noqa: F401 - our methods and error printing, in-process
 
     if not config_path.is_file():
         raise InputError(f"{config_path}: {flag} not found (expected a run's config.yml)")
     try:
-        return yaml.load(config_path.read_text(), Loader=yaml.Loader)  # nerfstudio's own config format
-    except Exception as error:  # noqa: BLE001 - any unreadable config is the same one-line error
-        first_line = (str(error).splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{config_path}: {flag} is not a readable nerfstudio config.yml ({first_line})") from None
+        text = config_path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{config_path}: {flag} cannot be read ({error})") from None
+    return load_run_config(text, f"{config_path} ({flag})")
 
 
 def load_pipeline(config_path: Path, flag: str, test_mode: str = "inference"):

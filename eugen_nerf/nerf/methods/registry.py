@@ -1,17 +1,20 @@
 """The `ns-train` methods of this package (entry-point group `nerfstudio.method_configs`).
 
 Importing this module (every ns-* command does, through the entry points) turns on torch's huge-page
-CPU allocator and the one-line printing of `InputError`s; see `eugen_nerf.runtime`, `eugen_nerf.errors`.
+CPU allocator, the one-line printing of `InputError`s, and the reading of run config.yml files that
+builds only config classes; see `eugen_nerf.runtime`, `eugen_nerf.errors`, `eugen_nerf.nerf.engine.safe_config`.
 """
 
 from __future__ import annotations
 
 from eugen_nerf.errors import install_excepthook
+from eugen_nerf.nerf.engine.safe_config import protect_nerfstudio_config_loading
 from eugen_nerf.resources import embedded_scene
 from eugen_nerf.runtime import enable_huge_page_allocation
 
 enable_huge_page_allocation()
 install_excepthook()
+protect_nerfstudio_config_loading()
 
 import torch  # noqa: E402
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: E402

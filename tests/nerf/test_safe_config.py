@@ -1,0 +1,66 @@
+"""A run's config.yml builds config classes only: a payload tag is refused in one line and runs nothing,
+under this package's commands and under nerfstudio's own (which read configs through our loader)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from eugen_nerf.bench.suite import BenchSuite
+from eugen_nerf.nerf.engine.runs import read_run_config
+from eugen_nerf.nerf.engine.safe_config import UnsafeConfigError, load_run_config
+
+
+def poisoned_run(tiny_runs, tmp_path, command: str) -> tuple:
+    """A copy of the tiny EUGen run's config.yml with an os.system payload as an extra top-level key."""
+    marker = tmp_path / "PWNED"
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.yml"
+    payload = f'pwned: !!python/object/apply:{command} ["touch {marker}"]\n'
+    config.write_text(tiny_runs["eugen"].read_text() + payload)
+    return config, marker
+
+
+def test_honest_configs_load_as_before(tiny_runs):
+    from nerfstudio.configs.method_configs import method_configs
+
+    for config_path in tiny_runs.values():
+        safe = read_run_config(config_path, "--load-config")
+        assert yaml.dump(safe) == yaml.dump(yaml.load(config_path.read_text(), Loader=yaml.Loader))
+    stock = copy.deepcopy(method_configs["vanilla-nerf"])  # nerfstudio's own method: its classes and enums
+    assert yaml.dump(load_run_config(yaml.dump(stock), "vanilla-nerf.yml")) == yaml.dump(stock)
+
+
+@pytest.mark.parametrize("command", ["os.system", "subprocess.call", "builtins.exec"])
+def test_a_payload_is_refused_in_one_line_and_runs_nothing(tiny_runs, tmp_path, command):
+    config, marker = poisoned_run(tiny_runs, tmp_path, command)
+    with pytest.raises(UnsafeConfigError) as caught:
+        read_run_config(config, "--load-config")
+    message = str(caught.value)
+    assert "\n" not in message and str(config) in message and f"!!python/object/apply:{command}" in message
+    with pytest.raises(UnsafeConfigError):
+        BenchSuite(runs=(config.parent,), output_dir=tmp_path / "suite").run()
+    assert not marker.exists()
+
+
+def test_only_dataclass_configs_are_built():
+    with pytest.raises(UnsafeConfigError, match="not a config dataclass"):
+        load_run_config("!!python/object:nerfstudio.engine.trainer.Trainer {}", "x.yml")
+    with pytest.raises(UnsafeConfigError, match="refused tag !!python/object/new:os.system"):
+        load_run_config("!!python/object/new:os.system [ls]", "x.yml")
+    with pytest.raises(UnsafeConfigError, match="refused tag !!python/module:os"):
+        load_run_config("!!python/module:os", "x.yml")
+
+
+@pytest.mark.slow
+def test_ns_eval_refuses_a_payload_in_one_line(tiny_runs, tmp_path, ns):
+    config, marker = poisoned_run(tiny_runs, tmp_path, "os.system")
+    result = ns("ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "eval.json"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error:") and "refused tag !!python/object/apply:os.system" in error
+    assert str(config) in error and "Traceback" not in result.stderr
+    assert not marker.exists()
