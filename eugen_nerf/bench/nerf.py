@@ -60,6 +60,24 @@ def dense_twin_of(config_path: Path, device: torch.device):
     return twin
 
 
+def check_twins(eugen_config: Path, dense_config: Path) -> None:
+    """The two runs are an EUGen run and its dense twin, of the same method on the same scene."""
+    eugen, dense = read_run_config(eugen_config, "--load-config"), read_run_config(dense_config, "--baseline-config")
+    layers = getattr(eugen.pipeline.model, "layer", "dense"), getattr(dense.pipeline.model, "layer", "dense")
+    if layers != ("eugen", "dense"):
+        swapped = " (swapped? --load-config takes the EUGen run)" if layers == ("dense", "eugen") else ""
+        raise InputError(f"--load-config {eugen_config} is a {layers[0]} run and --baseline-config {dense_config} "
+                         f"a {layers[1]} run: expected an EUGen run and its dense twin{swapped}")
+    if eugen.method_name != dense.method_name:
+        raise InputError(f"--load-config is an {eugen.method_name} run, --baseline-config an {dense.method_name} "
+                         "run: twins are the same method")
+    scenes = [getattr(c.pipeline.datamanager, "data", None) or getattr(c.pipeline.datamanager.dataparser, "data", None)
+              for c in (eugen, dense)]
+    if scenes[0] != scenes[1]:
+        raise InputError(f"--load-config was trained on {scenes[0]}, --baseline-config on {scenes[1]}: twins share "
+                         "the scene")
+
+
 @dataclass
 class BenchNeRF:
     """Points/s through the coarse and fine fields and whole-image render time, EUGen vs its dense twin."""
@@ -83,6 +101,8 @@ class BenchNeRF:
         for name in ("points", "repeats", "images"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.baseline_config is not None:
+            check_twins(self.load_config, self.baseline_config)
         eugen, _, _ = load_pipeline(self.load_config, "--load-config")
         if self.baseline_config is not None:
             dense, _, _ = load_pipeline(self.baseline_config, "--baseline-config")

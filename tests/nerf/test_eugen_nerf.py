@@ -194,6 +194,17 @@ def test_bench_nerf_compares_twins(tiny_runs, tmp_path):
     assert out.is_file()
 
 
+def test_bench_nerf_refuses_swapped_twins_and_files_that_are_not_runs(tiny_runs, tmp_path):
+    with pytest.raises(InputError, match="swapped"):
+        BenchNeRF(load_config=tiny_runs["dense"], baseline_config=tiny_runs["eugen"], points=64, repeats=1).run()
+    with pytest.raises(InputError, match="expected an EUGen run and its dense twin"):
+        BenchNeRF(load_config=tiny_runs["eugen"], baseline_config=tiny_runs["eugen"], points=64, repeats=1).run()
+    not_a_run = tmp_path / "config.yml"
+    not_a_run.write_text("method: eugen-nerf\n")  # valid YAML, not a run's config
+    with pytest.raises(InputError, match="not a run's config.yml"):
+        BenchNeRF(load_config=not_a_run, points=64, repeats=1).run()
+
+
 def test_presets_build_configs():
     from eugen_nerf.nerf.commands.train_preset import build_config
 
@@ -365,6 +376,10 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     assert any(key.endswith(".projection_seed") for key in state)
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     assert pipeline.model.config.layer == "eugen"
+    first = {path: path.read_bytes() for path in student.parent.rglob("*") if path.is_file()}
+    again = Path(Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()["student"])
+    assert again.parent != student.parent and again.parent.name.startswith(student.parent.name + "-")
+    assert {path: path.read_bytes() for path in student.parent.rglob("*") if path.is_file()} == first
 
 
 def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -164,6 +165,8 @@ class Distill:
         config.experiment_name = run_dir.parent.parent.name
         config.timestamp = f"{run_dir.name}-distilled"
         config.relative_model_dir = Path("nerfstudio_models")
+        if config.get_base_dir().exists():  # an earlier student of this teacher: keep it, as ns-train keeps runs
+            config.timestamp = f"{run_dir.name}-distilled-{datetime.now():%Y-%m-%d_%H%M%S}"
         output = config.get_base_dir()
         torch.manual_seed(self.seed)
         student = config.pipeline.setup(device=teacher.device, test_mode="inference")
