@@ -53,6 +53,8 @@ class BenchLayers:
     """Write the results as JSON here."""
     seed: int = 0
     """Seed of the random inputs and projections."""
+    soft_normalize: bool = True
+    """EUGen layers with soft normalisation (the default), or the theory's raw layer."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
@@ -71,6 +73,7 @@ class BenchLayers:
             "points": self.points,
             "width": self.width,
             "huge_page_allocation": os.environ.get(THP_VARIABLE) == "1",
+            "soft_normalize": self.soft_normalize,
         }
         with Progress(console=self.console, transient=True) as progress:
             task = progress.add_task("benchmarking layers", total=len(grid) + 2)
@@ -85,7 +88,8 @@ class BenchLayers:
         d = self.width
         x = torch.rand(self.points, d, device=device) * 2 - 1
         dense = nn.Linear(d, d).to(device).eval()
-        eugen = EUGenLinear(d, d, num_features, order, seed=self.seed).to(device).eval()
+        eugen = EUGenLinear(d, d, num_features, order, seed=self.seed, soft_normalize=self.soft_normalize)
+        eugen = eugen.to(device).eval()
 
         def run_dense() -> torch.Tensor:
             return torch.relu_(dense(x))
@@ -112,7 +116,8 @@ class BenchLayers:
         }
 
     def _mlp_row(self, device: torch.device, progress: Progress, task) -> dict:
-        cfg = EUGenConfig(order=self.mlp_order, num_features=self.mlp_num_features, seed=self.seed)
+        cfg = EUGenConfig(order=self.mlp_order, num_features=self.mlp_num_features, seed=self.seed,
+                          soft_normalize=self.soft_normalize)
 
         def make(kinds: str, bundle: str) -> EUGenMLP:
             return EUGenMLP(63, 8, 256, skip_connections=(4,), layer_kinds=kinds, eugen=cfg, bundle=bundle).to(device)
