@@ -427,3 +427,25 @@ def test_distill_refuses_bad_input(tiny_runs, tmp_path):
     (run / "config.yml").write_text(yaml.dump(moved))
     with pytest.raises(InputError, match="checkpoint folder not found|no step-N.ckpt"):
         Distill(load_config=run / "config.yml").run()
+
+
+@pytest.mark.parametrize("steps, lr, message", [
+    (0, 5e-4, r"^--max-num-iterations must be 1 or more, got 0$"),
+    (-5, 5e-4, r"^--max-num-iterations must be 1 or more, got -5$"),
+    (2, -1.0, r"^--optimizers.fields.optimizer.lr must be above 0, got -1.0$"),
+])
+def test_bad_training_lengths_and_learning_rates_are_flag_errors(tiny_blender, tmp_path, reduced_config, train,
+                                                                 steps, lr, message):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
+    config.max_num_iterations = steps
+    config.optimizers["fields"]["optimizer"].lr = lr
+    with pytest.raises(InputError, match=message):
+        train(config)
+
+
+def test_zero_rays_per_batch_is_a_flag_error():
+    import tyro
+    from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion
+
+    with pytest.raises(InputError, match="^--pipeline.datamanager.train-num-rays-per-batch must be 1 or more, got 0$"):
+        tyro.cli(AnnotatedBaseConfigUnion, args=["eugen-nerf", "--pipeline.datamanager.train-num-rays-per-batch", "0"])

@@ -133,3 +133,10 @@ class EUGenDataManagerConfig(VanillaDataManagerConfig):
     _target: type = field(default_factory=lambda: EUGenDataManager)
     pixel_sampler: CenterCropPixelSamplerConfig = field(default_factory=CenterCropPixelSamplerConfig)
     """nerfstudio's pixel sampler plus an optional central crop for the first steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("train_num_rays_per_batch", "eval_num_rays_per_batch"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--pipeline.datamanager.{name.replace('_', '-')} must be 1 or more, "
+                                 f"got {getattr(self, name)}")

@@ -70,10 +70,18 @@ class EUGenTrainer(Trainer):
         # --max-num-iterations, so a 1,500-step CPU run decays as fully as a 200k-step GPU run.
         # A warm-up as long as the run would never reach the decay (and one exactly as long divides by
         # zero in nerfstudio's schedule at the last step): refuse it in one line.
+        if self.config.max_num_iterations < 1:  # nerfstudio's schedules divide by it; a negative one trains nothing
+            raise InputError(f"--max-num-iterations must be 1 or more, got {self.config.max_num_iterations}")
         for name, entry in self.config.optimizers.items():
+            lr = entry["optimizer"].lr
+            if not lr > 0:  # torch's own error would not name the flag
+                raise InputError(f"--optimizers.{name}.optimizer.lr must be above 0, got {lr}")
             scheduler = entry.get("scheduler")
             if scheduler is not None and hasattr(scheduler, "max_steps"):
                 scheduler.max_steps = self.config.max_num_iterations
+            lr_final = getattr(scheduler, "lr_final", None)
+            if lr_final is not None and not lr_final > 0:
+                raise InputError(f"--optimizers.{name}.scheduler.lr-final must be above 0, got {lr_final}")
             warmup = getattr(scheduler, "warmup_steps", 0)
             if warmup and warmup >= self.config.max_num_iterations > 0:
                 raise InputError(f"--optimizers.{name}.scheduler.warmup-steps {warmup} must be below "
