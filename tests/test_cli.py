@@ -36,6 +36,9 @@ def test_bench_layers_writes_json(tmp_path, capsys):
     for row in results["layers"]:
         assert set(row) >= {"order", "num_features", "ms_dense", "ms_eugen", "speedup", "flop_ratio"}
         assert row["ms_dense"] > 0 and row["ms_eugen"] > 0 and row["flop_ratio"] > 1
+        for name in ("dense", "eugen"):  # the repeats' spread brackets their median
+            low, high = row[f"ms_{name}_range"]
+            assert low <= row[f"ms_{name}"] <= high
     mlp = results["mlp"]
     assert set(mlp) >= {
         "order",

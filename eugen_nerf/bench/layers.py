@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from eugen_nerf.bench.timing import (
     command_line,
     machine_description,
     peak_memory_mb,
+    spread,
     time_interleaved,
+    timed_samples,
     today,
     write_json_results,
 )
@@ -98,7 +101,8 @@ class BenchLayers:
             return eugen(x)
 
         with torch.no_grad():
-            ms = time_interleaved({"dense": run_dense, "eugen": run_eugen}, self.repeats, device=device)
+            samples = timed_samples({"dense": run_dense, "eugen": run_eugen}, self.repeats, device=device)
+            ms = {name: statistics.median(values) for name, values in samples.items()}
             peak_dense = peak_memory_mb(run_dense, device)
             peak_eugen = peak_memory_mb(run_eugen, device)
         flop_ratio = d * d / eugen.macs_per_input
@@ -108,6 +112,8 @@ class BenchLayers:
             "num_features": num_features,
             "ms_dense": round(ms["dense"], 3),
             "ms_eugen": round(ms["eugen"], 3),
+            "ms_dense_range": spread(samples["dense"]),
+            "ms_eugen_range": spread(samples["eugen"]),
             "speedup": round(speedup, 3),
             "flop_ratio": round(flop_ratio, 3),
             "flop_ideal_fraction": round(speedup / flop_ratio, 3),
@@ -128,7 +134,8 @@ class BenchLayers:
         x = torch.rand(self.points, 63, device=device) * 2 - 1
         with torch.no_grad():
             calls = {name: (lambda model=model: model(x)) for name, model in models.items()}
-            ms = time_interleaved(calls, self.repeats, device=device)
+            samples = timed_samples(calls, self.repeats, device=device)
+            ms = {name: statistics.median(values) for name, values in samples.items()}
             peaks = {name: peak_memory_mb(fn, device) for name, fn in calls.items()}
             ref, bundled = calls["unbundled"](), calls["bundled"]()
             agreement = float((bundled - ref).norm() / ref.norm())
@@ -153,6 +160,7 @@ class BenchLayers:
             "ms_dense": round(ms["dense"], 3),
             "ms_unbundled": round(ms["unbundled"], 3),
             "ms_bundled": round(ms["bundled"], 3),
+            "ms_range": {name: spread(values) for name, values in samples.items()},
             "speedup_unbundled": round(ms["dense"] / ms["unbundled"], 3),
             "speedup_bundled": round(ms["dense"] / ms["bundled"], 3),
             "flop_ratio_unbundled": round(macs["dense"] / macs["unbundled"], 3),

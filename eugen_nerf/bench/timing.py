@@ -24,6 +24,18 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
 ) -> dict[str, float]:
     """Median milliseconds of each function, run in turn (a, b, c, a, b, c, ...) so drift hits all alike."""
+    return {name: statistics.median(values) for name, values in timed_samples(fns, repeats, warmup, device).items()}
+
+
+def spread(values: list[float]) -> list[float]:
+    """[fastest, slowest] of a benchmark's repeats, in ms (what the JSON records beside the median)."""
+    return [round(min(values), 3), round(max(values), 3)]
+
+
+def timed_samples(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> dict[str, list[float]]:
+    """Milliseconds of every repeat of each function, run in turn (a, b, c, a, b, c, ...)."""
     device = device or torch.device("cpu")
     for _ in range(warmup):
         for fn in fns.values():
@@ -36,7 +48,7 @@ def time_interleaved(
             fn()
             synchronize(device)
             samples[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def _proc_status_kb(field: str) -> int:
