@@ -120,11 +120,9 @@ class Demo:
 
 def evaluate(config_path: Path, console: Console):
     """ns-eval's computation in-process: mean test-split metrics, written beside the run as eval.json."""
-    from nerfstudio.utils.eval_utils import eval_setup
+    from eugen_nerf.nerf.engine.runs import eval_setup_of
 
-    import eugen_nerf.nerf.methods.registry  # noqa: F401 - error printing and allocator in this process
-
-    config, pipeline, checkpoint, _ = eval_setup(config_path, test_mode="test")
+    config, pipeline, checkpoint, _ = eval_setup_of(config_path, "run", test_mode="test")
     pipeline.eval()
     metrics = pipeline.get_average_eval_image_metrics(get_std=False)
     scores = {name: float(value) for name, value in metrics.items()}

@@ -45,8 +45,19 @@ def print_error(message: str) -> int:
     return 2
 
 
+_ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (InputError,)
+
+
+def report_in_one_line(error_type: type[BaseException]) -> None:
+    """Let the exception hook print `error_type` as one line too (e.g. the layers' NonFiniteInputError, which
+    is a ValueError of the pure-torch layer package and reaches ns-* commands through nerfstudio's code)."""
+    global _ONE_LINE_ERRORS
+    if error_type not in _ONE_LINE_ERRORS:
+        _ONE_LINE_ERRORS = (*_ONE_LINE_ERRORS, error_type)
+
+
 def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
-    if isinstance(error, InputError):
+    if isinstance(error, _ONE_LINE_ERRORS):
         print_error(str(error))
         sys.exit(2)
     _previous_hook(kind, error, trace)

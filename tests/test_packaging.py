@@ -4,6 +4,7 @@ scenes, and that trains a preset from outside the checkout."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,22 +16,34 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def source_files() -> list[str]:
+    """The checkout's files as a fresh clone has them (tracked, and new files git does not ignore)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout.splitlines()
+    return [name for name in listed if (ROOT / name).is_file()]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+    """A wheel built from a clean copy of the sources (no build/ left over from an earlier build)."""
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    for name in source_files():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
     # --no-build-isolation: the build uses this environment's setuptools (no download)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(ROOT)], check=True, capture_output=True, text=True, timeout=600)
+                    str(source)], check=True, capture_output=True, text=True, timeout=600)
     (found,) = out.glob("eugen_nerf-*.whl")
     return found
 
 
 def test_wheel_holds_every_module_the_presets_and_the_scenes(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "eugen_nerf").rglob("*.py")}
-    assert modules - names == set()
-    presets = {p.name for p in (ROOT / "configs").glob("*.yml")}
-    assert {"nerf-cpu.yml", "zipnerf-cpu.yml"} <= presets
+    data = ("eugen_nerf/resources/configs/", "eugen_nerf/resources/scenes/")  # configs/ and data/, as package data
+    wheel_modules = {name for name in names if name.endswith(".py") and not name.startswith(data)}
+    assert wheel_modules == {name for name in source_files() if name.startswith("eugen_nerf/") and name.endswith(".py")}
+    presets = {p.name for p in (ROOT / "configs").glob("*.yml")} | {p.name for p in (ROOT / "configs").glob("*.json")}
+    assert {"nerf-cpu.yml", "zipnerf-cpu.yml", "isdf-replicacad.json"} <= presets
     assert {f"eugen_nerf/resources/configs/{name}" for name in presets} <= names
     for kind in ("blender", "dnerf", "unbounded", "rgbd"):
         files = {p.relative_to(ROOT / "data").as_posix() for p in (ROOT / "data" / kind).rglob("*") if p.is_file()}

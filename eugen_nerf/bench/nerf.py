@@ -68,12 +68,14 @@ def check_twins(eugen_config: Path, dense_config: Path) -> None:
         swapped = " (swapped? --load-config takes the EUGen run)" if layers == ("dense", "eugen") else ""
         raise InputError(f"--load-config {eugen_config} is a {layers[0]} run and --baseline-config {dense_config} "
                          f"a {layers[1]} run: expected an EUGen run and its dense twin{swapped}")
-    if eugen.method_name != dense.method_name:
+    # nerfstudio's vanilla-nerf is eugen-nerf's dense twin (e.g. the teacher of a distilled student)
+    methods = {c.method_name.replace("vanilla-nerf", "eugen-nerf") for c in (eugen, dense)}
+    if len(methods) > 1:
         raise InputError(f"--load-config is an {eugen.method_name} run, --baseline-config an {dense.method_name} "
                          "run: twins are the same method")
     scenes = [getattr(c.pipeline.datamanager, "data", None) or getattr(c.pipeline.datamanager.dataparser, "data", None)
               for c in (eugen, dense)]
-    if scenes[0] != scenes[1]:
+    if None not in scenes and Path(scenes[0]).resolve() != Path(scenes[1]).resolve():
         raise InputError(f"--load-config was trained on {scenes[0]}, --baseline-config on {scenes[1]}: twins share "
                          "the scene")
 

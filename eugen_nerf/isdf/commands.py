@@ -70,8 +70,7 @@ class RunSettings:
     @classmethod
     def from_json(cls, data: dict) -> RunSettings:
         network = dict(data["network"])
-        # a run.json written before soft normalisation existed loads as it trained
-        network["eugen"] = EUGenConfig(**{"soft_normalize": False, **network["eugen"]})
+        network["eugen"] = EUGenConfig.from_saved(network["eugen"])
         network["eugen_layers"] = tuple(network["eugen_layers"])
         return cls(Path(data["data"]), None if data["dataset_config"] is None else Path(data["dataset_config"]),
                    SDFNetworkConfig(**network), SamplingConfig(**data["sampling"]), LossConfig(**data["losses"]),

@@ -47,6 +47,13 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     return value
 
 
+def check_feature_map_order(feature_map: str, order: int) -> None:
+    """`exp` features need order 1: their normaliser exp(-s^2 ||x+||^2 / 2) is the softmax kernel's for one
+    projection, not for products of several (docs/eugen-math.md §6)."""
+    if feature_map == "exp" and order > 1:
+        raise ValueError(f"feature_map='exp' needs order=1, got order={order} (its normaliser is only valid there)")
+
+
 def sample_projection(num_matrices: int, rows: int, cols: int, sampler: str, generator: torch.Generator) -> Tensor:
     """`num_matrices` independent rows x cols matrices, stacked; entries zero-mean, unit variance.
 
@@ -130,11 +137,7 @@ class EUGenLinear(nn.Module):
         self.order = check_positive_int("order", order)
         self.feature_map = check_choice("feature_map", feature_map, FEATURE_MAPS)
         self.sampler = check_choice("sampler", sampler, SAMPLERS)
-        if self.feature_map == "exp" and self.order > 1:
-            raise ValueError(
-                f"feature_map='exp' needs order=1, got order={self.order}: its normaliser exp(-s^2 ||x+||^2 / 2) "
-                "is the softmax kernel's for one projection, not for products of several"
-            )
+        check_feature_map_order(self.feature_map, self.order)
         if trainable_projection and not store_projection:
             raise ValueError("store_projection=False needs a fixed projection (trainable_projection=False)")
         self.norm_feature = bool(norm_feature)
@@ -227,18 +230,22 @@ class EUGenLinear(nn.Module):
         constant = g[:, d] if self.constant_feature else None
         projected = linear_on_pieces(g[:, :d], constant, pieces)  # [N, T*m], T = k(k+1)/2 projections
         in_place = not torch.is_grad_enabled()
-        squared = None
+        squared = None  # ||x+||^2 (after the soft normalisation), for the exp feature map
+        copies = 2.0 if self.norm_feature else 1.0  # ||x+||^2 = copies ||x||^2 + [constant feature]
         if self.norm_feature or self.soft_normalize or self.feature_map == "exp":
             norm = piece_norms(pieces)  # [N]
-            squared = norm.square() * (2.0 if self.norm_feature else 1.0) + float(self.constant_feature)  # ||x+||^2
+            squared = norm.square() * copies + float(self.constant_feature)
         if self.norm_feature:
             # The norm coordinate as a rank-1 update instead of a concatenated column.
             projected = projected.addr_(norm, g[:, -1]) if in_place else torch.addr(projected, norm, g[:, -1])
         if self.soft_normalize:
+            # s = 1 / sqrt(1 + ||x+||^2 / d+), as a hypot so that a huge ||x|| gives a small s, not 0 * inf.
+            d_plus = self.augmented_features
+            floor = torch.full_like(norm, math.sqrt(1.0 + float(self.constant_feature) / d_plus))
+            scale = torch.hypot(floor, norm * math.sqrt(copies / d_plus)).reciprocal()  # [N]
             # G (s x+) = s (G x+): one scale per row after the GEMM, in bundled chains too.
-            scale = torch.rsqrt(1.0 + squared / self.augmented_features)  # [N]
             projected = projected.mul_(scale[:, None]) if in_place else projected * scale[:, None]
-            squared = squared * scale.square()
+            squared = (norm * scale).square() * copies + float(self.constant_feature) * scale.square()
         if self.check_finite and not torch.isfinite(projected[:, 0]).all():
             raise NonFiniteInputError("EUGenLinear: input contains NaN or infinite values")
         return projected, squared

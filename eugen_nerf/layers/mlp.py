@@ -23,11 +23,22 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, check_choice, check_positive_int
+from eugen_nerf.layers.eugen import (
+    FEATURE_MAPS,
+    SAMPLERS,
+    EUGenLinear,
+    check_choice,
+    check_feature_map_order,
+    check_positive_int,
+)
 from eugen_nerf.layers.factored import Factored, Piece, factored_linear, factored_width, linear_on_pieces, piece_width
 
 LayerKind = Literal["dense", "eugen"]
 BundleMode = Literal["auto", "always", "never"]
+
+
+# What a run saved before a field existed trained with (soft normalisation came after the raw layer).
+SAVED_BEFORE_THEY_EXISTED = {"soft_normalize": False}
 
 
 @dataclass
@@ -59,13 +70,16 @@ class EUGenConfig:
         check_positive_int("num_features", self.num_features)
         check_choice("feature_map", self.feature_map, FEATURE_MAPS)
         check_choice("sampler", self.sampler, SAMPLERS)
-        if self.feature_map == "exp" and self.order > 1:
-            raise ValueError(f"feature_map exp needs order 1 (its normaliser is only valid there), got {self.order}")
+        check_feature_map_order(self.feature_map, self.order)
+
+    @classmethod
+    def from_saved(cls, fields: dict) -> EUGenConfig:
+        """The config a saved run (config.yml, run.json) holds; fields it predates take the value it trained with."""
+        return cls(**{**SAVED_BEFORE_THEY_EXISTED, **fields})
 
     def __setstate__(self, state: dict) -> None:
-        # A run's config.yml written before soft normalisation existed loads as it trained (PyYAML
-        # would fill the missing field with the current default).
-        self.__dict__.update({"soft_normalize": False, **state})
+        # PyYAML would fill the fields missing from an older config.yml with the current defaults.
+        self.__dict__.update({**SAVED_BEFORE_THEY_EXISTED, **state})
 
     def make_layer(self, in_features: int, out_features: int, index: int = 0, linear_inputs: int = 0) -> EUGenLinear:
         return EUGenLinear(

@@ -41,12 +41,17 @@ MOVED_MODULES: dict[str, str] = {
 class _AliasLoader(importlib.abc.Loader):
     def __init__(self, target: str) -> None:
         self.target = target
+        self.target_spec = None
 
     def create_module(self, spec) -> ModuleType:
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self.target_spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The target module is already executed by its own import."""
+        """The target module is already executed by its own import; importlib has just given it the old
+        path's spec, so give it back its own (reload and pickling go by it)."""
+        module.__spec__ = self.target_spec
 
 
 class _LegacyPathFinder(importlib.abc.MetaPathFinder):

@@ -18,6 +18,7 @@ LEGACY_CONFIGS = Path(__file__).parent / "legacy_configs"
 @pytest.mark.parametrize("old, new", sorted(MOVED_MODULES.items()))
 def test_old_module_path_is_the_moved_module(old, new):
     assert importlib.import_module(old) is importlib.import_module(new)
+    assert importlib.import_module(new).__spec__.name == new  # the module keeps its own identity
 
 
 @pytest.mark.parametrize("method", ["eugen_nerf", "eugen_dnerf", "eugen_mipnerf360", "eugen_zipnerf"])

@@ -12,15 +12,21 @@ from eugen_nerf.bench.suite import BenchSuite
 from eugen_nerf.nerf.engine.runs import read_run_config
 from eugen_nerf.nerf.engine.safe_config import UnsafeConfigError, load_run_config
 
+PAYLOADS = {  # each creates the file MARKER when yaml.Loader (nerfstudio's own reader) loads it
+    "os.system": '!!python/object/apply:os.system ["touch MARKER"]',
+    "subprocess.call": '!!python/object/apply:subprocess.call [["touch", "MARKER"]]',
+    "builtins.exec": '!!python/object/apply:builtins.exec ["open(r\'MARKER\', \'w\').close()"]',
+}
 
-def poisoned_run(tiny_runs, tmp_path, command: str) -> tuple:
-    """A copy of the tiny EUGen run's config.yml with an os.system payload as an extra top-level key."""
+
+def poisoned_run(tiny_runs, tmp_path, command: str = "os.system") -> tuple:
+    """A copy of the tiny EUGen run's config.yml with a payload as an extra top-level key."""
     marker = tmp_path / "PWNED"
     run = tmp_path / "run"
     run.mkdir()
     config = run / "config.yml"
-    payload = f'pwned: !!python/object/apply:{command} ["touch {marker}"]\n'
-    config.write_text(tiny_runs["eugen"].read_text() + payload)
+    config.write_text(tiny_runs["eugen"].read_text() + "pwned: " + PAYLOADS[command].replace("MARKER", str(marker))
+                      + "\n")
     return config, marker
 
 
@@ -34,7 +40,7 @@ def test_honest_configs_load_as_before(tiny_runs):
     assert yaml.dump(load_run_config(yaml.dump(stock), "vanilla-nerf.yml")) == yaml.dump(stock)
 
 
-@pytest.mark.parametrize("command", ["os.system", "subprocess.call", "builtins.exec"])
+@pytest.mark.parametrize("command", sorted(PAYLOADS))
 def test_a_payload_is_refused_in_one_line_and_runs_nothing(tiny_runs, tmp_path, command):
     config, marker = poisoned_run(tiny_runs, tmp_path, command)
     with pytest.raises(UnsafeConfigError) as caught:
@@ -44,6 +50,19 @@ def test_a_payload_is_refused_in_one_line_and_runs_nothing(tiny_runs, tmp_path, 
     with pytest.raises(UnsafeConfigError):
         BenchSuite(runs=(config.parent,), output_dir=tmp_path / "suite").run()
     assert not marker.exists()
+    yaml.load(config.read_text(), Loader=yaml.Loader)  # the control: the payload is real
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("name, why", [
+    ("nerfstudio.scripts.completions.install.main", "is not a class"),  # a function that edits shell files
+    ("nerfstudio.engine.trainer.Trainer", "get_checkpoint_dir is not a field of EUGenTrainerConfig"),
+])
+def test_a_config_cannot_replace_a_method(tiny_runs, name, why):
+    """get_checkpoint_dir() is called on every loaded run: a key of that name must not shadow the method."""
+    text = tiny_runs["eugen"].read_text() + f"get_checkpoint_dir: !!python/name:{name} ''\n"
+    with pytest.raises(UnsafeConfigError, match=why):
+        load_run_config(text, "config.yml")
 
 
 def test_only_dataclass_configs_are_built():
@@ -57,7 +76,7 @@ def test_only_dataclass_configs_are_built():
 
 @pytest.mark.slow
 def test_ns_eval_refuses_a_payload_in_one_line(tiny_runs, tmp_path, ns):
-    config, marker = poisoned_run(tiny_runs, tmp_path, "os.system")
+    config, marker = poisoned_run(tiny_runs, tmp_path)
     result = ns("ns-eval", "--load-config", str(config), "--output-path", str(tmp_path / "eval.json"))
     assert result.returncode == 2, result.stderr[-2000:]
     error = result.stderr.strip().splitlines()[-1]

@@ -32,7 +32,7 @@ from eugen_nerf.errors import InputError
 from eugen_nerf.layers.distill import distill_linear
 from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, save_atomically
-from eugen_nerf.nerf.engine.runs import read_run_config
+from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
 SUPPORTED = ("eugen-nerf", "vanilla-nerf")
 
@@ -67,7 +67,7 @@ def student_config(teacher, distill: Distill):
     if distill.eugen_head_layers is not None:
         model.eugen_head_layers = tuple(distill.eugen_head_layers)
     model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
-                                      seed=distill.seed)
+                                      seed=distill.seed, soft_normalize=distill.soft_normalize)
     model.__post_init__()
     config.method_name = "eugen-nerf"
     config.load_dir = config.load_checkpoint = None
@@ -120,13 +120,15 @@ class Distill:
     """config.yml of the dense run."""
     output_dir: Path | None = None
     """As ns-train's --output-dir: the run is written to OUTPUT_DIR/EXPERIMENT/eugen-nerf/TIMESTAMP-distilled
-    (EXPERIMENT and TIMESTAMP the teacher's); default: the teacher run's own output dir."""
+    (EXPERIMENT and TIMESTAMP the teacher's; a new -DATE_TIME suffix if that exists); default: the teacher's."""
     rays: int = 2048
     """Training rays whose samples the layers are fitted on."""
     num_features: int = 16
     """m of the EUGen layers."""
     order: int = 2
     """k of the EUGen layers."""
+    soft_normalize: bool = True
+    """Soft normalisation of the EUGen layers' inputs (the layers' default; docs/eugen-math.md §6)."""
     eugen_base_layers: tuple[int, ...] | None = None
     """Base-MLP layers to replace; default: the run's --pipeline.model.eugen-base-layers (eugen-nerf's default
     for vanilla-nerf runs)."""
@@ -149,14 +151,12 @@ class Distill:
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
-        from nerfstudio.utils.eval_utils import eval_setup
-
         for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         teacher_config = load_teacher_config(self.load_config)
         started = time.perf_counter()
-        _, teacher, _, step = eval_setup(self.load_config, test_mode="inference")
+        _, teacher, _, step = eval_setup_of(self.load_config, "--load-config")
         teacher.eval()
         config = student_config(teacher_config, self)
         # where ns-eval / ns-render look: OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP/nerfstudio_models

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
 from eugen_nerf.nerf.components.encodings import SampleEncoding
+from eugen_nerf.nerf.engine.finite import check_field_output
 
 
 class ProposalDensityField(nn.Module):
@@ -45,6 +46,8 @@ class ProposalDensityField(nn.Module):
 
     def density_from_encoding(self, encoded: Float[Tensor, "*bs encoding"]) -> Float[Tensor, "*bs 1"]:
         raw = self.mlp(encoded.reshape(-1, encoded.shape[-1])).reshape(*encoded.shape[:-1], 1)
+        if not self.training:
+            check_field_output(raw, "proposal density")
         # mip-NeRF 360 shifts the pre-activation down so an untrained proposal starts nearly empty.
         return trunc_exp(raw - 1.0)
 

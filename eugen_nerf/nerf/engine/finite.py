@@ -15,6 +15,14 @@ class RenderNotFinite(InputError):
     """A rendered image holds NaN or infinite values (the weights are not finite, or the field overflowed)."""
 
 
+def check_field_output(values: Tensor, what: str) -> None:
+    """Outside training, a field's density or colour must be finite: nerfstudio's renderers would turn NaN
+    into black pixels and empty space without a word (in training the loss check catches it)."""
+    if not torch.isfinite(values).all():
+        raise RenderNotFinite(f"rendering stopped: the field's {what} holds NaN or infinite values (the "
+                              "checkpoint's weights are not finite, or the field overflowed)")
+
+
 class FiniteRenders:
     """Mixin of the methods' models: a whole-camera render is checked once, after it is complete."""
 

@@ -3,8 +3,9 @@
 nerfstudio saves a run's TrainerConfig as YAML with Python tags and reads it back with `yaml.Loader`,
 which builds any object the file names: `!!python/object/apply:os.system [...]` in a shared run
 folder would run a command under `ns-eval`. `RunConfigLoader` builds only what a config holds:
-dataclass configs and referenced classes or functions of nerfstudio and this package (and the torch
-optimizers they name), enums, paths and tuples. Every other Python tag is refused in one line.
+dataclass configs (with their declared fields only, so no method can be replaced), the classes they
+name from nerfstudio, this package, the other installed nerfstudio plugins and torch's optimizers,
+nerfstudio's collate function, enums, paths and tuples. Every other Python tag is refused in one line.
 
 `protect_nerfstudio_config_loading()` makes nerfstudio's own readers (ns-eval, ns-render, ns-export,
 ns-viewer, ns-train --load-config) use it; the method registry calls it, since every ns-* command
@@ -16,8 +17,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import importlib.metadata
+import os
 import pathlib
 import sys
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,10 +29,24 @@ import yaml
 
 from eugen_nerf.errors import InputError
 
-# Modules whose classes and functions a config may name; importing them is what loading a run does anyway.
-ALLOWED_MODULES = ("nerfstudio", "eugen_nerf", "torch.optim")
-PATH_TYPES = (pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath)
+# Packages whose classes a config may name; importing them is what loading a run does anyway.
+BASE_PACKAGES = ("nerfstudio", "eugen_nerf", "torch.optim")
+# The only functions a config names (a data manager's collate function); every other name must be a class.
+ALLOWED_FUNCTIONS = frozenset({"nerfstudio.data.utils.nerfstudio_collate.nerfstudio_collate"})
+PATH_TYPES = {f"pathlib.{t.__name__}": t for t in (pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath,
+                                                   pathlib.PurePosixPath, pathlib.PureWindowsPath)}
 PYTHON_TAG = "tag:yaml.org,2002:python/"
+
+
+@cache
+def allowed_packages() -> tuple[str, ...]:
+    """nerfstudio, this package, torch's optimizers, and the packages of every registered nerfstudio plugin
+    (their runs' configs name their own classes)."""
+    plugins = [entry.module for group in ("nerfstudio.method_configs", "nerfstudio.dataparser_configs")
+               for entry in importlib.metadata.entry_points(group=group)]
+    for variable in ("NERFSTUDIO_METHOD_CONFIGS", "NERFSTUDIO_DATAPARSER_CONFIGS"):
+        plugins += [item.split("=", 1)[-1].split(":")[0] for item in os.environ.get(variable, "").split(",") if item]
+    return (*BASE_PACKAGES, *sorted({module.split(".")[0] for module in plugins if module}))
 
 
 class UnsafeConfigError(InputError):
@@ -40,15 +58,15 @@ def _refuse(tag: str, why: str) -> UnsafeConfigError:
 
 
 def _resolve(name: str, tag: str) -> Any:
+    if name in PATH_TYPES:
+        return PATH_TYPES[name]
     module_name, _, attribute = name.rpartition(".")
-    if not module_name or not any(module_name == m or module_name.startswith(m + ".") for m in ALLOWED_MODULES):
-        if name not in {f"{t.__module__}.{t.__qualname__}" for t in PATH_TYPES}:
-            raise _refuse(tag, f"only nerfstudio's and eugen-nerf's config classes may be built, not {name!r}")
-        module_name, attribute = "pathlib", name.rpartition(".")[2]
+    if not module_name or not any(module_name == p or module_name.startswith(p + ".") for p in allowed_packages()):
+        raise _refuse(tag, f"only the config classes of nerfstudio and its plugins may be built, not {name!r}")
     try:
         return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError):
-        raise _refuse(tag, f"{name!r} does not exist in this installation") from None
+    except Exception:  # noqa: BLE001 - a module that is missing or fails to import: the same refusal
+        raise _refuse(tag, f"{name!r} cannot be imported in this installation") from None
 
 
 class RunConfigLoader(yaml.SafeLoader):
@@ -57,8 +75,8 @@ class RunConfigLoader(yaml.SafeLoader):
 
 def _construct_name(loader: RunConfigLoader, suffix: str, node: yaml.Node) -> Any:
     target = _resolve(suffix, node.tag)
-    if not (isinstance(target, type) or callable(target)):
-        raise _refuse(node.tag, f"{suffix!r} is not a class or function")
+    if not (isinstance(target, type) or suffix in ALLOWED_FUNCTIONS):
+        raise _refuse(node.tag, f"{suffix!r} is not a class (a config names classes, which its setup builds)")
     return target
 
 
@@ -69,6 +87,11 @@ def _construct_object(loader: RunConfigLoader, suffix: str, node: yaml.Node):
     instance = cls.__new__(cls)
     yield instance
     state = loader.construct_mapping(node, deep=True)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(key) for key in state if key not in fields)
+    if unknown:  # an extra key could replace a method (e.g. get_checkpoint_dir) by a class that then runs
+        raise _refuse(node.tag, f"{', '.join(unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'} "
+                                f"of {cls.__name__}")
     if hasattr(instance, "__setstate__"):
         instance.__setstate__(state)
     else:
@@ -77,11 +100,15 @@ def _construct_object(loader: RunConfigLoader, suffix: str, node: yaml.Node):
 
 def _construct_apply(loader: RunConfigLoader, suffix: str, node: yaml.Node) -> Any:
     cls = _resolve(suffix, node.tag)
-    if not (cls in PATH_TYPES or (isinstance(cls, type) and issubclass(cls, enum.Enum))):
+    if not (cls in PATH_TYPES.values() or (isinstance(cls, type) and issubclass(cls, enum.Enum))):
         raise _refuse(node.tag, f"only paths and enum values are built by a call, not {suffix!r}")
     if not isinstance(node, yaml.SequenceNode):
         raise _refuse(node.tag, "expected the short form (a list of arguments)")
-    return cls(*loader.construct_sequence(node, deep=True))
+    arguments = loader.construct_sequence(node, deep=True)
+    try:
+        return cls(*arguments)
+    except (TypeError, ValueError) as error:
+        raise _refuse(node.tag, f"{arguments!r} is not a value of {cls.__name__} ({error})") from None
 
 
 def _construct_refused(loader: RunConfigLoader, suffix: str, node: yaml.Node) -> Any:

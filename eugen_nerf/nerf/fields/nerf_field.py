@@ -22,6 +22,7 @@ from eugen_nerf.errors import InputError
 from eugen_nerf.layers.factored import Piece, linear_on_pieces
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
 from eugen_nerf.nerf.components.encodings import SampleEncoding
+from eugen_nerf.nerf.engine.finite import check_field_output
 
 
 def layer_kinds(num_layers: int, eugen_layers: Sequence[int], name: str) -> list[str]:
@@ -138,6 +139,8 @@ class EUGenNeRFField(Field):
         """get_density after the position encoding: the base MLP and the density head only."""
         base = self.mlp_base.forward_pieces(encoded.reshape(-1, encoded.shape[-1]))
         density = apply_head(self.field_output_density, base, self.density_bias)
+        if not self.training:
+            check_field_output(density, "density")
         return density.reshape(*encoded.shape[:-1], 1), base
 
     def get_outputs(
@@ -148,7 +151,9 @@ class EUGenNeRFField(Field):
         directions = self.direction_encoding(ray_samples.frustums.directions)
         leading = directions.shape[:-1]
         head = self.mlp_head.forward_pieces([directions.reshape(-1, directions.shape[-1]), density_embedding])
-        return {
-            field_head.field_head_name: apply_head(field_head, head).reshape(*leading, -1)
-            for field_head in self.field_heads
-        }
+        outputs = {field_head.field_head_name: apply_head(field_head, head).reshape(*leading, -1)
+                   for field_head in self.field_heads}
+        if not self.training:
+            for name, values in outputs.items():
+                check_field_output(values, name.value)
+        return outputs

@@ -7,7 +7,7 @@ builds only config classes; see `eugen_nerf.runtime`, `eugen_nerf.errors`, `euge
 
 from __future__ import annotations
 
-from eugen_nerf.errors import install_excepthook
+from eugen_nerf.errors import install_excepthook, report_in_one_line
 from eugen_nerf.nerf.engine.safe_config import protect_nerfstudio_config_loading
 from eugen_nerf.resources import embedded_scene
 from eugen_nerf.runtime import enable_huge_page_allocation
@@ -26,12 +26,15 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
+from eugen_nerf.layers.eugen import NonFiniteInputError  # noqa: E402
 from eugen_nerf.nerf.engine.datamanager import EUGenDataManagerConfig  # noqa: E402
 from eugen_nerf.nerf.engine.trainer import EUGenTrainerConfig  # noqa: E402
 from eugen_nerf.nerf.methods.dnerf import EUGenDNeRFModelConfig  # noqa: E402
 from eugen_nerf.nerf.methods.mipnerf360 import EUGenMipNeRF360ModelConfig  # noqa: E402
 from eugen_nerf.nerf.methods.nerf import EUGenNeRFModelConfig  # noqa: E402
 from eugen_nerf.nerf.methods.zipnerf import EUGenZipNeRFModelConfig  # noqa: E402
+
+report_in_one_line(NonFiniteInputError)  # e.g. ns-export's point cloud, which renders without FiniteRenders
 
 
 def default_device_type() -> str:
