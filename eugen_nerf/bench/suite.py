@@ -93,11 +93,16 @@ class BenchSuite:
         if any(m <= 0 for m in self.num_features):
             raise InputError(f"--num-features must be positive, got {self.num_features}")
         runs = find_runs(self.runs)
+        # A failed ns-train leaves a run folder without a checkpoint: name it and go on with the others.
+        unusable = [run for run in runs if not any(run.config.parent.glob("nerfstudio_models/step-*.ckpt"))]
+        runs = [run for run in runs if run not in unusable]
         groups = {method: [run for run in runs if run.method == method] for method in METHODS}
         ignored = sorted({run.method for run in runs} - set(METHODS))
         missing = [f"{method}: no {layer} run" for method in METHODS for layer in ("dense", "eugen")
                    if not any(run.layer == layer for run in groups[method])]
-        ready = [method for method in METHODS if not any(line.startswith(method + ":") for line in missing)]
+        missing += [f"{run.config}: no checkpoint (skipped)" for run in unusable]
+        ready = [method for method in METHODS if all(any(run.layer == layer for run in groups[method])
+                                                     for layer in ("dense", "eugen"))]
         results: dict = {"date": today(), "command": command_line("eugen bench suite"), "points": self.points,
                          "methods": {}, "missing": missing, "ignored_methods": ignored}
         with Progress(console=self.console) as progress:

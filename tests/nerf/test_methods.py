@@ -252,9 +252,13 @@ def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, t
     assert "| eugen-zipnerf | eugen |" in (tmp_path / "suite" / "suite.md").read_text()
     for name in ("suite.json", "speedup_vs_m.png", "psnr_vs_image_time.png"):
         assert (tmp_path / "suite" / name).stat().st_size > 0
-    # a method with only one twin is named, not dropped silently
-    lonely = BenchSuite(runs=(method_runs["eugen_dnerf", "eugen"],), output_dir=tmp_path / "lonely").run()
+    # a method with only one twin is named, not dropped silently; so is a run that never saved (a failed ns-train)
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    shutil.copy(method_runs["eugen_dnerf", "dense"], failed / "config.yml")
+    lonely = BenchSuite(runs=(method_runs["eugen_dnerf", "eugen"], failed), output_dir=tmp_path / "lonely").run()
     assert lonely["methods"] == {} and "eugen-dnerf: no dense run" in lonely["missing"]
+    assert f"{failed / 'config.yml'}: no checkpoint (skipped)" in lonely["missing"]
     assert "missing: eugen-dnerf: no dense run" in (tmp_path / "lonely" / "suite.md").read_text()
     with pytest.raises(InputError, match="nowhere: not a run's config.yml or a folder of runs"):
         BenchSuite(runs=(tmp_path / "nowhere",), output_dir=tmp_path / "x").run()
