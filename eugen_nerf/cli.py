@@ -20,7 +20,7 @@ enable_huge_page_allocation()  # before any large tensor exists
 
 import tyro  # noqa: E402
 
-from eugen_nerf.errors import InputError, print_error  # noqa: E402
+from eugen_nerf.errors import InputError, print_error, refused_checkpoint  # noqa: E402
 
 SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
     ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(argv[0], argv[1:])
     except (InputError, ValueError) as error:  # bad input; ValueError: the layer library's own argument checks
         return print_error(str(error))
+    except Exception as error:
+        message = refused_checkpoint(error, error.__traceback__)  # nerfstudio's own torch.load of a bad checkpoint
+        if message is None:
+            raise
+        return print_error(message)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,30 @@ def report_in_one_line(error_type: type[BaseException]) -> None:
         _ONE_LINE_ERRORS = (*_ONE_LINE_ERRORS, error_type)
 
 
+def refused_checkpoint(error: BaseException, trace: TracebackType | None) -> str | None:
+    """The one-line message for a checkpoint that torch's safe loader refused (corrupt, or holding code),
+    or None when `error` is something else. The file is the argument of the torch.load that raised."""
+    import pickle
+
+    if not isinstance(error, pickle.UnpicklingError | RuntimeError | EOFError):
+        return None
+    while trace is not None:
+        frame = trace.tb_frame
+        if frame.f_code.co_name == "load" and frame.f_code.co_filename.endswith("serialization.py"):
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return (f"{frame.f_locals.get('f')}: not a checkpoint this package wrote (torch's safe loader refused "
+                    f"it: {reason})")
+        trace = trace.tb_next
+    return None
+
+
 def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
     if isinstance(error, _ONE_LINE_ERRORS):
         print_error(str(error))
+        sys.exit(2)
+    message = refused_checkpoint(error, trace)
+    if message is not None:
+        print_error(message)
         sys.exit(2)
     _previous_hook(kind, error, trace)
 
