@@ -3,6 +3,7 @@ training runs and resumes, checkpoints load safely, bad input is one line."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -131,6 +132,39 @@ def test_image_of_wrong_size(tiny_blender, tmp_path):
     imageio.imwrite(scene / "train" / "r_1.png", np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(InputError, match=r"r_1.png: image is 8x8 but its camera is 16x16"):
         build_datamanager(scene)
+
+
+def edit_transforms(scene: Path, edit) -> None:
+    path = scene / "transforms_train.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def set_first_pose(data: dict, row: int, column: int, value: float) -> None:
+    data["frames"][0]["transform_matrix"][row][column] = value
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda scene: (scene / "transforms_train.json").write_text('{"frames": [,]}'),
+     r"transforms_train.json: not a readable transforms JSON file"),
+    (lambda scene: edit_transforms(scene, lambda data: data.update(frames=[])),
+     r"transforms_train.json: needs a non-empty \"frames\" list"),
+    (lambda scene: edit_transforms(scene, lambda data: data.pop("camera_angle_x")),
+     r"transforms_train.json: no \"camera_angle_x\""),
+    (lambda scene: (scene / "train" / "r_1.png").write_bytes((scene / "train" / "r_1.png").read_bytes()[:200]),
+     r"r_1.png: not a readable image"),
+    (lambda scene: edit_transforms(scene, lambda data: set_first_pose(data, 0, 3, float("nan"))),
+     r"r_0.png: the train camera pose \(frame 0\) holds NaN or infinite values"),
+    (lambda scene: edit_transforms(scene, lambda data: set_first_pose(data, 0, 0, 3.0)),
+     r"r_0.png: the train camera pose \(frame 0\) is not a rotation and translation"),
+], ids=["malformed-json", "no-frames", "no-camera-angle", "truncated-png", "nan-pose", "non-rigid-pose"])
+def test_broken_scene_files_are_one_line_errors(tiny_blender, tmp_path, damage, message):
+    scene = copy_scene(tiny_blender, tmp_path)
+    damage(scene)
+    with pytest.raises(InputError, match=message) as caught:
+        build_datamanager(scene)
+    assert "\n" not in str(caught.value)
 
 
 # ----------------------------------------------------------------------------- training

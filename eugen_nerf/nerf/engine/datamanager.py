@@ -1,8 +1,8 @@
 """nerfstudio's VanillaDataManager, with the scene checked before training starts.
 
-nerfstudio fails on a missing file or an image of the wrong size deep inside a data loader, with a
-traceback; here every listed image is checked up front (existence and size, from the file header)
-and a problem is one line naming the file.
+nerfstudio fails on a missing or broken file, an image of the wrong size or a broken pose deep inside a
+parser or data loader, with a traceback; here the transforms files, every listed image (readable to its
+end, of its camera's size) and every pose are checked up front, and a problem is one line naming the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from PIL import Image
@@ -23,7 +25,7 @@ from eugen_nerf.errors import InputError
 
 
 def check_images(outputs: DataparserOutputs, split: str) -> None:
-    """Every image of a split exists, is readable and has its camera's size."""
+    """Every image of a split exists, is readable to its end and has its camera's size."""
     cameras = outputs.cameras
     for index, filename in enumerate(outputs.image_filenames):
         path = Path(filename)
@@ -32,7 +34,8 @@ def check_images(outputs: DataparserOutputs, split: str) -> None:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-        except OSError as error:
+                image.load()  # a truncated file fails here, not later inside a data loader
+        except (OSError, SyntaxError) as error:
             raise InputError(f"{path}: not a readable image ({error})") from None
         expected = int(cameras.width[index]), int(cameras.height[index])
         if (width, height) != expected:
@@ -42,21 +45,67 @@ def check_images(outputs: DataparserOutputs, split: str) -> None:
             )
 
 
-def check_times(data: Path) -> None:
-    """A D-NeRF scene gives every frame of every split a time (nerfstudio's dnerf-data parser fails
-    with a bare KeyError('time') otherwise)."""
+INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+def read_transforms(path: Path) -> dict:
+    """A transforms JSON file as a dict with a non-empty `frames` list, each frame a dict."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a readable transforms JSON file ({error})") from None
+    frames = data.get("frames") if isinstance(data, dict) else None
+    if not isinstance(frames, list) or not frames or not all(isinstance(frame, dict) for frame in frames):
+        raise InputError(f"{path}: needs a non-empty \"frames\" list of objects")
+    return data
+
+
+def check_transforms(dataparser, data: Path) -> None:
+    """The scene's transforms files before nerfstudio's parser reads them (it fails with bare KeyErrors
+    or a JSONDecodeError that names no file): Blender and D-NeRF splits with their `camera_angle_x` (and a
+    time per D-NeRF frame), a nerfstudio-data transforms.json with its intrinsics."""
+    if isinstance(dataparser, NerfstudioDataParserConfig):
+        path = data if data.suffix == ".json" else data / "transforms.json"
+        if not path.is_file():
+            return  # nerfstudio's own message names a missing transforms file
+        transforms = read_transforms(path)
+        for index, frame in enumerate(transforms["frames"]):
+            missing = [key for key in INTRINSICS if key not in frame and key not in transforms]
+            if missing:
+                raise InputError(f"{path}: frame {index} has no {', '.join(missing)} (nerfstudio-data needs the "
+                                 "intrinsics fl_x, fl_y, cx, cy, w, h, at the top or per frame)")
+        return
+    if not isinstance(dataparser, BlenderDataParserConfig | DNeRFDataParserConfig):
+        return
     for split in ("train", "val", "test"):
         path = data / f"transforms_{split}.json"
         if not path.is_file():
             continue  # nerfstudio's own message names a missing transforms file
-        try:
-            frames = json.loads(path.read_text()).get("frames", [])
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise InputError(f"{path}: not a transforms JSON object ({error})") from None
-        missing = [index for index, frame in enumerate(frames) if "time" not in frame]
-        if missing:
-            raise InputError(f"{path}: {len(missing)} of {len(frames)} frames have no \"time\" (first: frame "
-                             f"{missing[0]}); a D-NeRF scene (dnerf-data) needs a time in [0, 1] per frame")
+        transforms = read_transforms(path)
+        if "camera_angle_x" not in transforms:
+            raise InputError(f"{path}: no \"camera_angle_x\" (the horizontal field of view, in radians)")
+        if isinstance(dataparser, DNeRFDataParserConfig):
+            frames = transforms["frames"]
+            missing = [index for index, frame in enumerate(frames) if "time" not in frame]
+            if missing:
+                raise InputError(f"{path}: {len(missing)} of {len(frames)} frames have no \"time\" (first: frame "
+                                 f"{missing[0]}); a D-NeRF scene (dnerf-data) needs a time in [0, 1] per frame")
+
+
+def check_poses(outputs: DataparserOutputs, split: str) -> None:
+    """Every camera pose is finite and rigid (a rotation and a translation), or one line names its image."""
+    poses = outputs.cameras.camera_to_worlds.double()
+    rotations = poses[:, :3, :3]
+    # the parsers scale poses by one factor: rotations stay orthogonal up to that scale
+    scale = torch.linalg.matrix_norm(rotations, dim=(-2, -1), keepdim=True) / 3**0.5
+    identity = torch.eye(3, dtype=poses.dtype).expand_as(rotations)
+    for index in range(len(poses)):
+        name = Path(outputs.image_filenames[index]).name if index < len(outputs.image_filenames) else index
+        if not torch.isfinite(poses[index]).all():
+            raise InputError(f"{name}: the {split} camera pose (frame {index}) holds NaN or infinite values")
+        normalised = rotations[index] / scale[index].clamp_min(1e-12)
+        if not torch.allclose(normalised.T @ normalised, identity[index], atol=1e-3) or torch.det(normalised) < 0:
+            raise InputError(f"{name}: the {split} camera pose (frame {index}) is not a rotation and translation")
 
 
 def float32_cameras(outputs: DataparserOutputs) -> DataparserOutputs:
@@ -101,8 +150,7 @@ class EUGenDataManager(VanillaDataManager[InputDataset]):
     config: EUGenDataManagerConfig
 
     def __init__(self, config: EUGenDataManagerConfig, *args, **kwargs) -> None:
-        if isinstance(config.dataparser, DNeRFDataParserConfig):
-            check_times(config.data or config.dataparser.data)
+        check_transforms(config.dataparser, Path(config.data or config.dataparser.data))
         try:
             super().__init__(config, *args, **kwargs)
         except FileNotFoundError as error:
@@ -115,12 +163,14 @@ class EUGenDataManager(VanillaDataManager[InputDataset]):
 
     def create_train_dataset(self) -> InputDataset:
         float32_cameras(self.train_dataparser_outputs)
+        check_poses(self.train_dataparser_outputs, "train")
         if self.test_mode != "inference":  # rendering needs cameras only, not images
             check_images(self.train_dataparser_outputs, "train")
         return super().create_train_dataset()
 
     def create_eval_dataset(self) -> InputDataset:
         outputs = float32_cameras(self.dataparser.get_dataparser_outputs(split=self.test_split))
+        check_poses(outputs, self.test_split)
         if self.test_mode != "inference":
             check_images(outputs, self.test_split)
         return self.dataset_type(dataparser_outputs=outputs, scale_factor=self.config.camera_res_scale_factor)
