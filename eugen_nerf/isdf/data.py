@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from eugen_nerf.errors import InputError
+from eugen_nerf.poses import first_bad_pose
 
 REQUIRED_KEYS = ("width", "height", "fx", "fy", "cx", "cy", "depth_scale")
 # Indoor depth sensors see 0.1-10 m; a median far outside means the depth scale is wrong.
@@ -80,6 +81,9 @@ class DepthStream:
         if rows.shape[1] != 16:
             raise InputError(f"{traj_path}: each row must hold a flattened 4x4 pose (16 numbers), got {rows.shape[1]}")
         self.poses = torch.tensor(rows.reshape(-1, 4, 4), dtype=torch.float32)
+        bad = first_bad_pose(self.poses)
+        if bad is not None:
+            raise InputError(f"{traj_path}: the pose of row {bad[0] + 1} (frame {bad[0]}) {bad[1]}")
         self.depth_paths = sorted((root / Path(self.config.depth_pattern).parent).glob(
             Path(self.config.depth_pattern.format(0)).name.replace("000000", "*")))
         if not self.depth_paths:

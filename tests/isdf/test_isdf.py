@@ -208,6 +208,8 @@ def rewrite_json(path: Path, **changes) -> None:
     ("zero_depth", "depth is zero everywhere"),
     ("wrong_scale", "depth scale looks wrong"),
     ("no_config", "dataset config not found"),
+    ("nan_pose", "traj.txt: the pose of row 3 (frame 2) holds NaN or infinite values"),
+    ("non_rigid_pose", "traj.txt: the pose of row 3 (frame 2) is not a rotation and translation"),
 ])
 def test_bad_sequences_are_one_line_errors(tiny_rgbd, tmp_path, capsys, damage, message):
     scene = copy_scene(tiny_rgbd, tmp_path)
@@ -221,6 +223,12 @@ def test_bad_sequences_are_one_line_errors(tiny_rgbd, tmp_path, capsys, damage, 
         imageio.imwrite(scene / "results" / "depth000000.png", np.zeros_like(depth))
     elif damage == "wrong_scale":
         rewrite_json(scene / "dataset.json", depth_scale=1.0)
+    elif damage in ("nan_pose", "non_rigid_pose"):
+        lines = (scene / "traj.txt").read_text().splitlines()
+        values = lines[2].split()
+        values[0] = "nan" if damage == "nan_pose" else str(3 * float(values[0]) + 1)  # a bad first rotation entry
+        lines[2] = " ".join(values)
+        (scene / "traj.txt").write_text("\n".join(lines) + "\n")
     else:
         (scene / "dataset.json").unlink()
     assert main(["isdf", "train", "--data", str(scene), "--output", str(tmp_path / "run")]) == 2

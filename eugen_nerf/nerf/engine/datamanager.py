@@ -22,6 +22,7 @@ from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
 from PIL import Image
 
 from eugen_nerf.errors import InputError
+from eugen_nerf.poses import first_bad_pose
 
 
 def check_images(outputs: DataparserOutputs, split: str) -> None:
@@ -94,18 +95,10 @@ def check_transforms(dataparser, data: Path) -> None:
 
 def check_poses(outputs: DataparserOutputs, split: str) -> None:
     """Every camera pose is finite and rigid (a rotation and a translation), or one line names its image."""
-    poses = outputs.cameras.camera_to_worlds.double()
-    rotations = poses[:, :3, :3]
-    # the parsers scale poses by one factor: rotations stay orthogonal up to that scale
-    scale = torch.linalg.matrix_norm(rotations, dim=(-2, -1), keepdim=True) / 3**0.5
-    identity = torch.eye(3, dtype=poses.dtype).expand_as(rotations)
-    for index in range(len(poses)):
-        name = Path(outputs.image_filenames[index]).name if index < len(outputs.image_filenames) else index
-        if not torch.isfinite(poses[index]).all():
-            raise InputError(f"{name}: the {split} camera pose (frame {index}) holds NaN or infinite values")
-        normalised = rotations[index] / scale[index].clamp_min(1e-12)
-        if not torch.allclose(normalised.T @ normalised, identity[index], atol=1e-3) or torch.det(normalised) < 0:
-            raise InputError(f"{name}: the {split} camera pose (frame {index}) is not a rotation and translation")
+    bad = first_bad_pose(outputs.cameras.camera_to_worlds)
+    if bad is not None:
+        index, what = bad
+        raise InputError(f"{Path(outputs.image_filenames[index]).name}: the {split} camera pose (frame {index}) {what}")
 
 
 def float32_cameras(outputs: DataparserOutputs) -> DataparserOutputs:
