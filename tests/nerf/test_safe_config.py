@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from eugen_nerf.bench.suite import BenchSuite
+from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.engine.runs import read_run_config
 from eugen_nerf.nerf.engine.safe_config import UnsafeConfigError, load_run_config
 
@@ -83,3 +84,16 @@ def test_ns_eval_refuses_a_payload_in_one_line(tiny_runs, tmp_path, ns):
     assert error.startswith("error:") and "refused tag !!python/object/apply:os.system" in error
     assert str(config) in error and "Traceback" not in result.stderr
     assert not marker.exists()
+
+
+def test_a_model_target_edited_to_another_method_is_one_line(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.engine.runs import load_pipeline
+
+    original = "_target: !!python/name:eugen_nerf.nerf.methods.nerf.EUGenNeRFModel ''"
+    text = tiny_runs["eugen"].read_text()
+    assert original in text
+    edited = tmp_path / "config.yml"
+    edited.write_text(text.replace(original, "_target: !!python/name:nerfstudio.models.nerfacto.NerfactoModel ''"))
+    with pytest.raises(InputError, match="pipeline.model._target is nerfstudio.models.nerfacto.NerfactoModel, not "
+                                         "EUGenNeRFModel.*was edited"):
+        load_pipeline(edited, "--load-config")

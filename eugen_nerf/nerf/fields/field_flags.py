@@ -7,6 +7,7 @@ the same names and meaning in all of them; each method sets its own defaults.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from nerfstudio.field_components.encodings import Encoding, NeRFEncoding
@@ -63,6 +64,15 @@ class EUGenFieldFlags:
             if getattr(self, name) < 0:
                 flag = "--pipeline.model." + name.replace("_", "-")
                 raise InputError(f"{flag} must be 0 or more, got {getattr(self, name)}")
+
+    def check_model_target(self) -> None:
+        """The model class a config.yml names is this config's own (an edited `_target` would fail deep inside)."""
+        default = next(f for f in dataclasses.fields(self) if f.name == "_target").default_factory()
+        target = getattr(self, "_target", None)
+        if target is not default:
+            named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+            raise InputError(f"pipeline.model._target is {named}, not {default.__qualname__}, the model of "
+                             f"{type(self).__name__}: the run's config.yml was edited")
 
     def layer_kinds(self, num_layers: int, indices: tuple[int, ...], flag: str) -> list[str]:
         return choose_layer_kinds(self.layer, num_layers, indices, flag)

@@ -31,6 +31,10 @@ class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
     eval_background_color: str = "white"
     """white | black: background of evaluated and rendered images when --pipeline.model.background-color is random."""
 
+    def setup(self, **kwargs):
+        self.check_model_target()
+        return super().setup(**kwargs)
+
     def __post_init__(self) -> None:
         self.check_field_flags()
         check_flag_choice("--pipeline.model.eval-background-color", self.eval_background_color, ("white", "black"))

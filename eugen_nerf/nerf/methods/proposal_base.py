@@ -70,6 +70,10 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
     background_color: str = "last_sample"
     """last_sample | black | white | random: colour behind the contracted scene's last sample."""
 
+    def setup(self, **kwargs):
+        self.check_model_target()
+        return super().setup(**kwargs)
+
     def __post_init__(self) -> None:
         self.check_field_flags()
         self.proposal_layer_kinds()
