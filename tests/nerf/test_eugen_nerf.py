@@ -186,6 +186,9 @@ def test_interrupted_run_resumes_to_its_total(tiny_blender, tmp_path, reduced_co
     resumed = reduced_config(tiny_blender, tmp_path, "eugen", steps=4)
     resumed.timestamp = "resumed"
     resumed.load_dir = checkpoints
+    stale = resumed.get_base_dir() / ".step-000000009.ckpt.k1ll3d.tmp"  # what a save killed half-way leaves
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
     trainer = train(resumed)
     assert trainer._start_step == 2
     assert resumed.optimizers["fields"]["scheduler"].max_steps == 4  # the decay spans the whole run
@@ -370,6 +373,8 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
     output, _ = process.communicate(timeout=120)
     watchdog.cancel()
     assert "Interrupted: saved step" in output, output[-2000:]
+    # the resume line ends it: no KeyboardInterrupt traceback after it, and the exit status of a SIGINT
+    assert process.returncode == 130 and "Traceback" not in output, output[-2000:]
     checkpoint_dir = tmp_path / "ctrl-c" / "eugen-nerf" / "first" / "nerfstudio_models"
     (saved,) = checkpoint_dir.glob("step-*.ckpt")
     step = torch.load(saved, weights_only=True)["step"]

@@ -15,12 +15,15 @@ from eugen_nerf.errors import InputError
 EUGEN_MARKER = ".projection_seed"  # a buffer every EUGen layer has and no dense layer has
 
 
+TEMPORARY_SUFFIX = ".tmp"  # of a checkpoint being written: .NAME.RANDOM.tmp beside its folder
+
+
 def save_atomically(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside the checkpoint folder, then rename: an interruption leaves
     the previous checkpoint intact and never a half-written one. (Not inside the folder: nerfstudio
     parses every file name there as step-N.ckpt.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(state, file)

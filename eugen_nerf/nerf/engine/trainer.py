@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.eugen import NonFiniteInputError
-from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, load_safely, save_atomically
+from eugen_nerf.nerf.engine.checkpoints import TEMPORARY_SUFFIX, latest_checkpoint, load_safely, save_atomically
 from eugen_nerf.nerf.engine.finite import RenderNotFinite
 
 
@@ -111,6 +111,9 @@ class EUGenTrainer(Trainer):
                     old.unlink()
 
     def _load_checkpoint(self) -> None:
+        # A save killed half-way (kill -9) leaves its temporary file beside the checkpoint folder.
+        for stale in self.checkpoint_dir.parent.glob(f".step-*.ckpt.*{TEMPORARY_SUFFIX}"):
+            stale.unlink(missing_ok=True)
         if self.config.load_dir is not None:
             if self.config.load_step is None:
                 path = latest_checkpoint(self.config.load_dir)
@@ -193,4 +196,7 @@ class EUGenTrainer(Trainer):
                 self.save_checkpoint(finished)
                 CONSOLE.print(f"Interrupted: saved step {finished} in {self.checkpoint_dir}; resume with "
                               f"--load-dir {self.checkpoint_dir}")
-            raise
+            else:
+                CONSOLE.print("Interrupted before the first step finished: nothing to save.")
+            # The resume line is the last word: nerfstudio would print the KeyboardInterrupt's traceback.
+            raise SystemExit(130) from None
