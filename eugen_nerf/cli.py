@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 import sys
 
-from eugen_nerf.runtime import enable_huge_page_allocation
+from eugen_nerf.runtime import enable_huge_page_allocation, quiet_known_warnings
 
 enable_huge_page_allocation()  # before any large tensor exists
+quiet_known_warnings()
 
 import tyro  # noqa: E402
 

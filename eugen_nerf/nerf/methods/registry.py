@@ -10,9 +10,10 @@ from __future__ import annotations
 from eugen_nerf.errors import install_excepthook, report_in_one_line
 from eugen_nerf.nerf.engine.safe_config import protect_nerfstudio_config_loading
 from eugen_nerf.resources import embedded_scene
-from eugen_nerf.runtime import enable_huge_page_allocation
+from eugen_nerf.runtime import enable_huge_page_allocation, quiet_known_warnings
 
 enable_huge_page_allocation()
+quiet_known_warnings()
 install_excepthook()
 protect_nerfstudio_config_loading()
 
