@@ -65,7 +65,9 @@ class SDFNetworkConfig:
     """eugen | dense. eugen: the hidden layers listed in eugen-layers are EUGen layers."""
     eugen_layers: tuple[int, ...] = (1, 2, 3, 4, 5)
     """Indices (0-6) of the MLP's layers that become EUGen layers (0: first hidden, 3: skip, 6: output)."""
-    eugen: EUGenConfig = field(default_factory=lambda: EUGenConfig(num_features=16))
+    # Without soft normalisation: on this fixed-depth network of bounded encodings it measured worse
+    # (docs/results/stable-layers.md, docs/methods/isdf.md).
+    eugen: EUGenConfig = field(default_factory=lambda: EUGenConfig(num_features=16, soft_normalize=False))
     """The EUGen layers' order k, features m, feature map and projections."""
     width: int = 256
     """Hidden width (reference: 256)."""
