@@ -48,7 +48,7 @@ class Demo:
     orbit_frames: int = 24
     """Frames of the novel-view orbit."""
     quick: bool = False
-    """A pipeline check in about a minute: 10 steps, 4 orbit frames (quality is meaningless)."""
+    """A pipeline check in a few minutes: 10 steps, 4 orbit frames (quality is meaningless)."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:

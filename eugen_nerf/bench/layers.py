@@ -32,6 +32,7 @@ from eugen_nerf.runtime import THP_VARIABLE
 class BenchLayers:
     """Time dense (nn.Linear + ReLU) against EUGen layers and an 8x256 NeRF MLP, side by side."""
 
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
     points: int = 65_536
     """Input points per forward pass."""
     width: int = 256
@@ -58,7 +59,6 @@ class BenchLayers:
     """Seed of the random inputs and projections."""
     soft_normalize: bool = True
     """EUGen layers with soft normalisation (the default), or the theory's raw layer."""
-    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
         if self.quick:

@@ -19,6 +19,23 @@ from eugen_nerf.nerf.components.encodings import SampleEncoding
 from eugen_nerf.nerf.fields.nerf_field import EUGenNeRFField, choose_layer_kinds
 
 
+class ChecksModelTarget:
+    """First base of a method's model config: `setup` refuses a model class that is not the config's own."""
+
+    def setup(self, **kwargs):
+        self.check_model_target()
+        return super().setup(**kwargs)
+
+    def check_model_target(self) -> None:
+        """The model class a config.yml names is this config's own (an edited `_target` would fail deep inside)."""
+        default = next(f for f in dataclasses.fields(self) if f.name == "_target").default_factory()
+        target = getattr(self, "_target", None)
+        if target is not default:
+            named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+            raise InputError(f"pipeline.model._target is {named}, not {default.__qualname__}, the model of "
+                             f"{type(self).__name__}: the run's config.yml was edited")
+
+
 @dataclass
 class EUGenFieldFlags:
     # Choice flags are plain strings checked in check_field_flags: a bad value is then one line naming
@@ -64,15 +81,6 @@ class EUGenFieldFlags:
             if getattr(self, name) < 0:
                 flag = "--pipeline.model." + name.replace("_", "-")
                 raise InputError(f"{flag} must be 0 or more, got {getattr(self, name)}")
-
-    def check_model_target(self) -> None:
-        """The model class a config.yml names is this config's own (an edited `_target` would fail deep inside)."""
-        default = next(f for f in dataclasses.fields(self) if f.name == "_target").default_factory()
-        target = getattr(self, "_target", None)
-        if target is not default:
-            named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
-            raise InputError(f"pipeline.model._target is {named}, not {default.__qualname__}, the model of "
-                             f"{type(self).__name__}: the run's config.yml was edited")
 
     def layer_kinds(self, num_layers: int, indices: tuple[int, ...], flag: str) -> list[str]:
         return choose_layer_kinds(self.layer, num_layers, indices, flag)

@@ -19,21 +19,17 @@ from eugen_nerf.errors import check_flag_choice
 from eugen_nerf.nerf.engine.checkpoints import checked_state
 from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
-from eugen_nerf.nerf.fields.field_flags import EUGenFieldFlags
+from eugen_nerf.nerf.fields.field_flags import ChecksModelTarget, EUGenFieldFlags
 from eugen_nerf.nerf.fields.nerf_field import EUGenNeRFField
 
 
 @dataclass
-class EUGenNeRFModelConfig(VanillaModelConfig, EUGenFieldFlags):
+class EUGenNeRFModelConfig(ChecksModelTarget, VanillaModelConfig, EUGenFieldFlags):
     """vanilla-nerf's model settings plus the choice of layers (EUGenFieldFlags, vanilla NeRF's sizes)."""
 
     _target: type = field(default_factory=lambda: EUGenNeRFModel)
     eval_background_color: str = "white"
     """white | black: background of evaluated and rendered images when --pipeline.model.background-color is random."""
-
-    def setup(self, **kwargs):
-        self.check_model_target()
-        return super().setup(**kwargs)
 
     def __post_init__(self) -> None:
         self.check_field_flags()

@@ -34,11 +34,11 @@ from eugen_nerf.nerf.components.proposal_sampler import FrustumProposalSampler, 
 from eugen_nerf.nerf.engine.checkpoints import checked_state
 from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
-from eugen_nerf.nerf.fields.field_flags import EUGenFieldFlags
+from eugen_nerf.nerf.fields.field_flags import ChecksModelTarget, EUGenFieldFlags
 
 
 @dataclass
-class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
+class ProposalNeRFModelConfig(ChecksModelTarget, ModelConfig, EUGenFieldFlags):
     """Flags of the proposal-sampled, contracted methods (eugen-mipnerf360, eugen-zipnerf)."""
 
     collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.05, "far_plane": 1000.0})
@@ -69,10 +69,6 @@ class ProposalNeRFModelConfig(ModelConfig, EUGenFieldFlags):
     """Scale the NeRF field's gradients by the squared ray distance, as nerfacto's flag of this name."""
     background_color: str = "last_sample"
     """last_sample | black | white | random: colour behind the contracted scene's last sample."""
-
-    def setup(self, **kwargs):
-        self.check_model_target()
-        return super().setup(**kwargs)
 
     def __post_init__(self) -> None:
         self.check_field_flags()
