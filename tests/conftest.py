@@ -48,7 +48,7 @@ def build_reduced_config(data: Path, output: Path, layer: str, steps: int = 2, m
         model.head_mlp_layer_width, model.bottleneck_width, model.grid_log2_hashmap_size = 64, 64, 10
         model.grid_num_levels, model.grid_max_resolution = 3, 64
         model.proposal_grid_num_levels, model.proposal_grid_max_resolutions = (2, 2), (32, 32)
-    else:
+    elif method in ("eugen_nerf", "eugen_dnerf"):  # the proposal methods have no such fields
         model.num_coarse_samples = model.num_importance_samples = 4
     return config
 

@@ -3,7 +3,7 @@
 nerfstudio saves a run's TrainerConfig as YAML with Python tags and reads it back with `yaml.Loader`,
 which builds any object the file names: `!!python/object/apply:os.system [...]` in a shared run
 folder would run a command under `ns-eval`. `RunConfigLoader` builds only what a config holds:
-dataclass configs (with their declared fields only, so no method can be replaced), the classes they
+dataclass configs (whose keys may not replace a method), the classes they
 name from nerfstudio, this package, the other installed nerfstudio plugins and torch's optimizers,
 nerfstudio's collate function, enums, paths and tuples. Every other Python tag is refused in one line.
 
@@ -88,10 +88,13 @@ def _construct_object(loader: RunConfigLoader, suffix: str, node: yaml.Node):
     yield instance
     state = loader.construct_mapping(node, deep=True)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(key) for key in state if key not in fields)
-    if unknown:  # an extra key could replace a method (e.g. get_checkpoint_dir) by a class that then runs
-        raise _refuse(node.tag, f"{', '.join(unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'} "
-                                f"of {cls.__name__}")
+    # A key that is not a field must not replace a method (e.g. get_checkpoint_dir, called on every loaded
+    # run) or a dunder; other extra keys are plain data an older version or a script left there.
+    shadowing = sorted(str(key) for key in state if key not in fields and (hasattr(cls, str(key))
+                                                                           or str(key).startswith("__")))
+    if shadowing:
+        verb = "is not a field" if len(shadowing) == 1 else "are not fields"
+        raise _refuse(node.tag, f"{', '.join(shadowing)} {verb} of {cls.__name__} (a key may not replace its methods)")
     if hasattr(instance, "__setstate__"):
         instance.__setstate__(state)
     else:
