@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from torch import nn
 from eugen_nerf.bench.timing import (
     command_line,
     machine_description,
+    medians,
     peak_memory_mb,
     spread,
     time_interleaved,
@@ -102,7 +102,7 @@ class BenchLayers:
 
         with torch.no_grad():
             samples = timed_samples({"dense": run_dense, "eugen": run_eugen}, self.repeats, device=device)
-            ms = {name: statistics.median(values) for name, values in samples.items()}
+            ms = medians(samples)
             peak_dense = peak_memory_mb(run_dense, device)
             peak_eugen = peak_memory_mb(run_eugen, device)
         flop_ratio = d * d / eugen.macs_per_input
@@ -135,7 +135,7 @@ class BenchLayers:
         with torch.no_grad():
             calls = {name: (lambda model=model: model(x)) for name, model in models.items()}
             samples = timed_samples(calls, self.repeats, device=device)
-            ms = {name: statistics.median(values) for name, values in samples.items()}
+            ms = medians(samples)
             peaks = {name: peak_memory_mb(fn, device) for name, fn in calls.items()}
             ref, bundled = calls["unbundled"](), calls["bundled"]()
             agreement = float((bundled - ref).norm() / ref.norm())

@@ -24,7 +24,12 @@ def time_interleaved(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
 ) -> dict[str, float]:
     """Median milliseconds of each function, run in turn (a, b, c, a, b, c, ...) so drift hits all alike."""
-    return {name: statistics.median(values) for name, values in timed_samples(fns, repeats, warmup, device).items()}
+    return medians(timed_samples(fns, repeats, warmup, device))
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each function's repeats (what the benchmarks report)."""
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def spread(values: list[float]) -> list[float]:

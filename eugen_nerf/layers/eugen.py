@@ -230,22 +230,25 @@ class EUGenLinear(nn.Module):
         constant = g[:, d] if self.constant_feature else None
         projected = linear_on_pieces(g[:, :d], constant, pieces)  # [N, T*m], T = k(k+1)/2 projections
         in_place = not torch.is_grad_enabled()
-        squared = None  # ||x+||^2 (after the soft normalisation), for the exp feature map
         copies = 2.0 if self.norm_feature else 1.0  # ||x+||^2 = copies ||x||^2 + [constant feature]
+        constant_square = float(self.constant_feature)  # the constant coordinate's share of ||x+||^2
+        scale = None
         if self.norm_feature or self.soft_normalize or self.feature_map == "exp":
             norm = piece_norms(pieces)  # [N]
-            squared = norm.square() * copies + float(self.constant_feature)
         if self.norm_feature:
             # The norm coordinate as a rank-1 update instead of a concatenated column.
             projected = projected.addr_(norm, g[:, -1]) if in_place else torch.addr(projected, norm, g[:, -1])
         if self.soft_normalize:
             # s = 1 / sqrt(1 + ||x+||^2 / d+), as a hypot so that a huge ||x|| gives a small s, not 0 * inf.
             d_plus = self.augmented_features
-            floor = torch.full_like(norm, math.sqrt(1.0 + float(self.constant_feature) / d_plus))
+            floor = torch.full_like(norm, math.sqrt(1.0 + constant_square / d_plus))
             scale = torch.hypot(floor, norm * math.sqrt(copies / d_plus)).reciprocal()  # [N]
             # G (s x+) = s (G x+): one scale per row after the GEMM, in bundled chains too.
             projected = projected.mul_(scale[:, None]) if in_place else projected * scale[:, None]
-            squared = (norm * scale).square() * copies + float(self.constant_feature) * scale.square()
+        squared = None  # ||x+||^2 after the soft normalisation: only the exp feature map reads it
+        if self.feature_map == "exp":
+            squared = norm.square() * copies + constant_square if scale is None else (
+                (norm * scale).square() * copies + constant_square * scale.square())
         if self.check_finite and not torch.isfinite(projected[:, 0]).all():
             raise NonFiniteInputError("EUGenLinear: input contains NaN or infinite values")
         return projected, squared
