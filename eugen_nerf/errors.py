@@ -56,6 +56,21 @@ def report_in_one_line(error_type: type[BaseException]) -> None:
         _ONE_LINE_ERRORS = (*_ONE_LINE_ERRORS, error_type)
 
 
+def safe_loader_reason(error: BaseException) -> str:
+    """Why torch's safe loader refused a file, in one line, without torch's advice to load it unsafely."""
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        kept = [line.removeprefix("Please file an issue with the following so that we can make `weights_only=True` "
+                                  "compatible with your use case:").replace("WeightsUnpickler error:", "").strip()
+                for line in lines[1:] if not line.startswith("Check the documentation of torch.load")]
+        lines = [line for line in kept if line]
+    return " ".join(lines) or type(error).__name__
+
+
+def not_our_checkpoint(path: object, error: BaseException) -> str:
+    return f"{path}: not a checkpoint this package wrote (torch's safe loader refused it: {safe_loader_reason(error)})"
+
+
 def refused_checkpoint(error: BaseException, trace: TracebackType | None) -> str | None:
     """The one-line message for a checkpoint that torch's safe loader refused (corrupt, or holding code),
     or None when `error` is something else. The file is the argument of the torch.load that raised."""
@@ -66,9 +81,7 @@ def refused_checkpoint(error: BaseException, trace: TracebackType | None) -> str
     while trace is not None:
         frame = trace.tb_frame
         if frame.f_code.co_name == "load" and frame.f_code.co_filename.endswith("serialization.py"):
-            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            return (f"{frame.f_locals.get('f')}: not a checkpoint this package wrote (torch's safe loader refused "
-                    f"it: {reason})")
+            return not_our_checkpoint(frame.f_locals.get("f"), error)
         trace = trace.tb_next
     return None
 
@@ -78,6 +91,8 @@ def _excepthook(kind: type[BaseException], error: BaseException, trace: Tracebac
         print_error(str(error))
         sys.exit(2)
     message = refused_checkpoint(error, trace)
+    if message is None and isinstance(error, FileNotFoundError) and error.filename:
+        message = f"{error.filename}: not found"  # a path the user gave, read by nerfstudio's own code
     if message is not None:
         print_error(message)
         sys.exit(2)

@@ -132,7 +132,10 @@ class IsdfTrain(RunSettings):
         stream = self.stream()
         settings = json.loads(json.dumps(self.settings().to_json()))  # as run.json will hold it (lists)
         trainer = build(self.settings(), stream)
+        from eugen_nerf.nerf.engine.checkpoints import remove_stale_temporaries
+
         self.output.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.output)
         settings_path = self.output / SETTINGS
         if (self.output / CHECKPOINT).is_file():
             saved = json.loads(settings_path.read_text()) if settings_path.is_file() else None

@@ -175,9 +175,13 @@ def test_interrupted_run_resumes(tiny_rgbd, tmp_path, monkeypatch):
         tiny_train(tiny_rgbd, tmp_path / "run").run()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
     assert saved["frame"] == 2 and not saved["finished"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # saves write their temporary inside the run
+    stale = tmp_path / "run" / ".checkpoint.pt.k1ll3d.tmp"  # what a save killed half-way leaves
+    stale.write_bytes(b"half a checkpoint")
     monkeypatch.setattr(ContinualTrainer, "step", original)
     results = tiny_train(tiny_rgbd, tmp_path / "run").run()
     assert results["frames"] == 5 and results["steps"] > saved["step"]
+    assert not stale.exists()
     with pytest.raises(InputError, match="other settings"):
         tiny_train(tiny_rgbd, tmp_path / "run", layer="dense").run()
 

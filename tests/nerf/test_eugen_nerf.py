@@ -87,6 +87,19 @@ def test_bad_layer_indices_are_flag_errors():
         make_model(eugen_base_layers=(3, 9))
 
 
+def test_lpips_offline_is_one_warning_line(monkeypatch, capsys, tmp_path):
+    def offline_download(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))  # an empty cache: torch.hub prints "Downloading"
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline_download)
+    monkeypatch.setattr(metrics, "_warned", False)
+    assert not metrics.OptionalLPIPS().available
+    captured = capsys.readouterr()
+    lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+    assert len(lines) == 1 and "LPIPS unavailable" in lines[0] and "no network" in lines[0], lines
+
+
 def test_lpips_unavailable_is_dropped_not_zero(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")
@@ -315,6 +328,36 @@ def test_diverged_run_stops_with_one_line_error_and_keeps_its_last_checkpoint(
     assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
 
 
+def test_a_divergence_before_the_first_save_keeps_the_last_finite_state(tiny_blender, tmp_path, reduced_config):
+    config = reduced_config(tiny_blender, tmp_path, "eugen", steps=8)
+    config.steps_per_save, config.steps_per_finite_copy = 10**6, 2
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    losses = trainer.pipeline.get_train_loss_dict
+
+    def nan_from_step_5(step: int):
+        outputs, loss_dict, metrics_dict = losses(step=step)
+        if step >= 5:  # what a too-high learning rate does some steps in: every loss term NaN
+            loss_dict = {name: value * float("nan") for name, value in loss_dict.items()}
+        return outputs, loss_dict, metrics_dict
+
+    trainer.pipeline.get_train_loss_dict = nan_from_step_5
+    with pytest.raises(TrainingDiverged) as caught:
+        trainer.train()
+    message = str(caught.value)
+    (kept,) = config.get_checkpoint_dir().glob("step-*.ckpt")
+    assert kept.name == "step-000000003.ckpt"  # the copy taken before step 4, the newest before step 5
+    assert "training diverged at step 5" in message and f"its last finite state was saved in {kept}" in message
+    state = torch.load(kept, weights_only=True)
+    assert state["step"] == 3
+    assert all(torch.isfinite(value).all() for value in state["pipeline"].values() if value.is_floating_point())
+    # the copy is of the state after step 3, not a live view of the weights the NaN steps changed
+    live = trainer.pipeline.state_dict()
+    assert any(not torch.equal(state["pipeline"][name], live[name]) for name in live if live[name].is_floating_point())
+
+
 def test_resuming_follows_the_learning_rate_flags(tiny_blender, tmp_path, reduced_config, train):
     config = reduced_config(tiny_blender, tmp_path, "eugen", steps=2)
     config.optimizers["fields"]["scheduler"].lr_final = 1e-6
@@ -341,10 +384,20 @@ def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_p
     assert error.startswith("error:") and "only dense layers" in error and "Traceback" not in result.stderr
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
-    """A real ns-train process gets SIGINT mid-run: it saves the last finished step, and a second
-    ns-train with --load-dir continues from there to the configured total."""
+@pytest.mark.parametrize("vis", ["tensorboard", "viewer"])
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path, vis):
+    """A real ns-train process gets SIGINT mid-run (also with the viewer's server threads running): it
+    saves the last finished step and ends with the resume line, and a second ns-train with --load-dir
+    continues from there to the configured total."""
     import signal
     import time
 
@@ -359,7 +412,8 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
                 "--pipeline.model.layer", "dense", *extra]
 
 
-    process = subprocess.Popen(ns_train(10**6, "--timestamp", "first"), stdout=subprocess.PIPE,
+    viewer = ["--vis", vis] + (["--viewer.websocket-port", str(free_port())] if vis == "viewer" else [])
+    process = subprocess.Popen(ns_train(10**6, "--timestamp", "first", *viewer), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     import threading
 
@@ -371,15 +425,17 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path):
             break
     time.sleep(3)
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=120)
+    output, _ = process.communicate(timeout=60)  # one SIGINT stops it; the viewer's threads do not hold it
     watchdog.cancel()
-    assert "Interrupted: saved step" in output, output[-2000:]
-    # the resume line ends it: no KeyboardInterrupt traceback after it, and the exit status of a SIGINT
+    # the resume line ends it: no KeyboardInterrupt traceback or profiler table after it, the exit status of a SIGINT
+    assert output.strip().splitlines()[-1].startswith("Interrupted: saved step"), output[-2000:]
     assert process.returncode == 130 and "Traceback" not in output, output[-2000:]
     checkpoint_dir = tmp_path / "ctrl-c" / "eugen-nerf" / "first" / "nerfstudio_models"
     (saved,) = checkpoint_dir.glob("step-*.ckpt")
     step = torch.load(saved, weights_only=True)["step"]
     assert step > 0
+    if vis == "viewer":
+        return
 
     total = step + 3
     result = subprocess.run(ns_train(total, "--timestamp", "second", "--load-dir", str(checkpoint_dir)),

@@ -258,7 +258,7 @@ def write_run(config, pipeline, step: int, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yml").write_text(_yaml(config))
     state = {"step": step, "pipeline": pipeline.state_dict(), "optimizers": {}, "schedulers": {}, "scalers": {}}
-    save_atomically(state, output / "nerfstudio_models" / f"step-{step:09d}.ckpt")
+    save_atomically(state, output / "nerfstudio_models" / f"step-{step:09d}.ckpt", temporary_dir=output)
 
 
 def _yaml(config) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from eugen_nerf.errors import InputError
+from eugen_nerf.errors import InputError, not_our_checkpoint
 
 EUGEN_MARKER = ".projection_seed"  # a buffer every EUGen layer has and no dense layer has
 
@@ -18,12 +18,13 @@ EUGEN_MARKER = ".projection_seed"  # a buffer every EUGen layer has and no dense
 TEMPORARY_SUFFIX = ".tmp"  # of a checkpoint being written: .NAME.RANDOM.tmp beside its folder
 
 
-def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file beside the checkpoint folder, then rename: an interruption leaves
-    the previous checkpoint intact and never a half-written one. (Not inside the folder: nerfstudio
-    parses every file name there as step-N.ckpt.)"""
+def save_atomically(state: dict[str, Any], path: Path, temporary_dir: Path | None = None) -> None:
+    """torch.save to a temporary file in `temporary_dir` (default: the checkpoint's folder), then rename:
+    an interruption leaves the previous checkpoint intact and never a half-written one. (NeRF runs pass
+    the run folder: nerfstudio parses every file name in nerfstudio_models as step-N.ckpt.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent.parent)
+    folder = path.parent if temporary_dir is None else temporary_dir
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(state, file)
@@ -35,6 +36,12 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """A save killed half-way (kill -9) leaves its temporary file in `folder`: remove it on the next start."""
+    for stale in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
 def load_safely(path: Path) -> dict[str, Any]:
     """torch.load with weights_only=True (tensors and plain containers only); errors name the file."""
     if not path.is_file():
@@ -42,8 +49,7 @@ def load_safely(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling errors come in many types; all mean "unreadable"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable checkpoint ({first_line})") from None
+        raise InputError(not_our_checkpoint(path, error)) from None
 
 
 def latest_checkpoint(folder: Path) -> Path:

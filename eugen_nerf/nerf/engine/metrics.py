@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
@@ -24,7 +27,10 @@ class OptionalLPIPS:
         try:
             from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-            self.metric = LearnedPerceptualImagePatchSimilarity(normalize=True)
+            # torch.hub prints a "Downloading ..." line (stdout) and a progress bar (stderr) before it
+            # knows whether the download works; offline, the warning below is the one line a user gets.
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                self.metric = LearnedPerceptualImagePatchSimilarity(normalize=True)
         except Exception as error:  # noqa: BLE001 - any failure to fetch or build the backbone means "unavailable"
             if not _warned:
                 reason = str(error).splitlines()[0] if str(error) else type(error).__name__

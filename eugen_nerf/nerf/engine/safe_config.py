@@ -137,10 +137,35 @@ def load_run_config(text: str, source: str) -> Any:
 
 
 def _nerfstudio_load(stream: str, Loader: Any = None) -> Any:  # yaml.load's signature
-    """`yaml.load` as nerfstudio calls it on a run's config.yml, with the restricted loader."""
-    caller = sys._getframe(1).f_locals  # eval_setup and ns-train name the file `config_path` / `config`
+    """`yaml.load` as nerfstudio calls it on a run's config.yml, with the restricted loader. Called from
+    eval_setup (ns-eval, ns-render, ns-export, ns-viewer), it also checks what eval_setup would only
+    assert or index into: that the file holds a run's config and the run has its checkpoint."""
+    frame = sys._getframe(1)
+    caller = frame.f_locals  # eval_setup and ns-train name the file `config_path` / `config`
     path = caller.get("config_path") or getattr(caller.get("config"), "load_config", None) or "config.yml"
-    return load_run_config(stream, str(path))
+    config = load_run_config(stream, str(path))
+    if frame.f_code.co_name == "eval_setup":
+        check_run_is_loadable(config, path)
+    return config
+
+
+def check_run_is_loadable(config: Any, path: object) -> None:
+    """One line naming `path` for what nerfstudio's eval_setup would stop on with an AssertionError or
+    IndexError: a file that is not a run's config, or a run without the checkpoint it asks for."""
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint
+
+    if not isinstance(config, TrainerConfig):
+        raise InputError(f"{path}: not a run's config.yml (it holds {type(config).__name__})")
+    folder = config.get_checkpoint_dir()
+    try:
+        if config.load_step is None:
+            latest_checkpoint(folder)
+        elif not (folder / f"step-{config.load_step:09d}.ckpt").is_file():
+            raise InputError(f"{folder}: no checkpoint of step {config.load_step}")
+    except InputError as error:
+        raise InputError(f"{path}: the run has no checkpoint to load ({error})") from None
 
 
 def protect_nerfstudio_config_loading() -> None:

@@ -10,7 +10,9 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
 - a run that diverges (a non-finite loss or weight, or NaN reaching an EUGen layer, in a training step
   or in an evaluation during training) stops with a one-line error naming the step, the last
   checkpoint (a NaN state is never saved) and the learning-rate flags; nerfstudio would go on
-  training NaNs and checkpoint them.
+  training NaNs and checkpoint them. The trainer keeps a copy of the training state in memory every
+  `steps_per_finite_copy` steps and saves it when the run diverges, so a divergence before the next
+  save loses at most that many steps.
 """
 
 from __future__ import annotations
@@ -22,24 +24,38 @@ from typing import Any
 import numpy as np
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.optim.lr_scheduler import LambdaLR
 
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.eugen import NonFiniteInputError
-from eugen_nerf.nerf.engine.checkpoints import TEMPORARY_SUFFIX, latest_checkpoint, load_safely, save_atomically
+from eugen_nerf.nerf.engine.checkpoints import (
+    latest_checkpoint,
+    load_safely,
+    remove_stale_temporaries,
+    save_atomically,
+)
 from eugen_nerf.nerf.engine.finite import RenderNotFinite
 
 
-def plain(value: Any) -> Any:
-    """numpy scalars -> Python numbers, recursively (what the safe loader accepts)."""
+def plain(value: Any, copy: bool = False) -> Any:
+    """numpy scalars -> Python numbers, recursively (what the safe loader accepts); with `copy`, tensors
+    are cloned too (a state dict's tensors are the live ones the next optimizer step changes)."""
     if isinstance(value, np.generic):
         return value.item()
+    if copy and isinstance(value, torch.Tensor):
+        return value.detach().clone()
     if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
+        return {key: plain(item, copy) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(plain(item) for item in value)
+        return type(value)(plain(item, copy) for item in value)
     return value
+
+
+def first_non_finite(tensors: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    return next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
 
 
 class TrainingDiverged(InputError):
@@ -50,6 +66,9 @@ class TrainingDiverged(InputError):
 @dataclass
 class EUGenTrainerConfig(TrainerConfig):
     _target: type = field(default_factory=lambda: EUGenTrainer)
+    steps_per_finite_copy: int = 100
+    """Keep a copy of the training state in memory every this many steps; a run that diverges saves the
+    newest copy newer than its last checkpoint (0: keep none)."""
 
     def set_experiment_name(self) -> None:
         """Name runs after the scene also when only the dataparser's --data is set (a method's default
@@ -88,32 +107,56 @@ class EUGenTrainer(Trainer):
                                  f"--max-num-iterations {self.config.max_num_iterations}")
         return super().setup_optimizers()
 
-    def save_checkpoint(self, step: int) -> None:
-        path: Path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+    def checkpoint_state(self, step: int, copy: bool = False) -> dict[str, Any]:
+        """What a checkpoint holds; with `copy`, detached from the tensors the next steps change."""
         pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
-        weights = pipeline.state_dict()
+        return {
+            "step": step,
+            "pipeline": plain(pipeline.state_dict(), copy),
+            # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
+            "optimizers": {k: plain(v.state_dict(), copy) for k, v in self.optimizers.optimizers.items()},
+            "schedulers": {k: plain(v.state_dict(), copy) for k, v in self.optimizers.schedulers.items()},
+            "scalers": plain(self.grad_scaler.state_dict(), copy),
+        }
+
+    def save_checkpoint(self, step: int) -> None:
+        state = self.checkpoint_state(step)
         # A finite loss can still come with NaN gradients, and so NaN weights after the step: never save those.
-        broken = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        broken = first_non_finite(state["pipeline"])
         if broken is not None:
             raise self.diverged(step, f"{broken} holds NaN or infinite values")
-        state = {
-            "step": step,
-            "pipeline": weights,
-            # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
-            "optimizers": {k: plain(v.state_dict()) for k, v in self.optimizers.optimizers.items()},
-            "schedulers": {k: plain(v.state_dict()) for k, v in self.optimizers.schedulers.items()},
-            "scalers": plain(self.grad_scaler.state_dict()),
-        }
-        save_atomically(state, path)
+        self.write_checkpoint(state)
+
+    def write_checkpoint(self, state: dict[str, Any]) -> Path:
+        path: Path = self.checkpoint_dir / f"step-{state['step']:09d}.ckpt"
+        save_atomically(state, path, temporary_dir=self.checkpoint_dir.parent)
         if self.config.save_only_latest_checkpoint:
             for old in self.checkpoint_dir.glob("step-*.ckpt"):
                 if old != path:
                     old.unlink()
+        return path
+
+    def keep_finite_copy(self, step: int) -> None:
+        """Before `step` runs: every steps_per_finite_copy steps, copy the state the previous steps left."""
+        every = self.config.steps_per_finite_copy
+        if every > 0 and step > self._start_step and step % every == 0:
+            self.finite_copy = self.checkpoint_state(step - 1, copy=True)
+
+    def save_finite_copy(self) -> Path | None:
+        """After a divergence: write the in-memory copy when it is finite and newer than the last checkpoint."""
+        state = getattr(self, "finite_copy", None)
+        if state is None or first_non_finite(state["pipeline"]) is not None:
+            return None
+        try:
+            if int(latest_checkpoint(self.checkpoint_dir).stem.split("-")[1]) >= state["step"]:
+                return None
+        except InputError:
+            pass  # no checkpoint yet
+        self.finite_copy = None
+        return self.write_checkpoint(state)
 
     def _load_checkpoint(self) -> None:
-        # A save killed half-way (kill -9) leaves its temporary file beside the checkpoint folder.
-        for stale in self.checkpoint_dir.parent.glob(f".step-*.ckpt.*{TEMPORARY_SUFFIX}"):
-            stale.unlink(missing_ok=True)
+        remove_stale_temporaries(self.checkpoint_dir.parent)
         if self.config.load_dir is not None:
             if self.config.load_step is None:
                 path = latest_checkpoint(self.config.load_dir)
@@ -154,6 +197,7 @@ class EUGenTrainer(Trainer):
                     group["lr"] = configured * scheduler.lr_lambdas[index](scheduler.last_epoch)
 
     def train_iteration(self, step: int):
+        self.keep_finite_copy(step)
         try:
             loss, loss_dict, metrics_dict = super().train_iteration(step)
         except NonFiniteInputError:
@@ -174,8 +218,11 @@ class EUGenTrainer(Trainer):
     def diverged(self, step: int, what: str) -> TrainingDiverged:
         lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
                              for name in self.optimizers.optimizers)  # the groups this model has
+        saved = self.save_finite_copy()
         try:
-            kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
+            newest = latest_checkpoint(self.checkpoint_dir)
+            kept = (f"its last finite state was saved in {newest}" if saved is not None else
+                    f"nothing after it was saved, the last checkpoint is {newest}")
         except InputError:
             kept = "no checkpoint was written yet"
         return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Train again with a lower "
@@ -194,9 +241,13 @@ class EUGenTrainer(Trainer):
             finished = getattr(self, "step", self._start_step) - 1
             if finished >= self._start_step:
                 self.save_checkpoint(finished)
-                CONSOLE.print(f"Interrupted: saved step {finished} in {self.checkpoint_dir}; resume with "
-                              f"--load-dir {self.checkpoint_dir}")
+                said = (f"Interrupted: saved step {finished} in {self.checkpoint_dir}; resume with "
+                        f"--load-dir {self.checkpoint_dir}")
             else:
-                CONSOLE.print("Interrupted before the first step finished: nothing to save.")
-            # The resume line is the last word: nerfstudio would print the KeyboardInterrupt's traceback.
+                said = "Interrupted before the first step finished: nothing to save."
+            # The resume line is the last word: ns-train would print the KeyboardInterrupt's traceback, and
+            # its profiler's timings after it (printed here, before the line, and then not again).
+            profiler.flush_profiler(self.config.logging)
+            profiler.PROFILER.clear()
+            CONSOLE.print(said, soft_wrap=True)
             raise SystemExit(130) from None
