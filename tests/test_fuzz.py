@@ -309,6 +309,19 @@ def render_of_a_payload_config(ws, here):
 
 
 @case
+def export_of_a_payload_config(ws, here):
+    config = poisoned_config(ws, here)
+    return Case(["ns-export", "pointcloud", "--load-config", str(config), "--output-dir", str(here / "points")],
+                "refused tag !!python/object/apply:os.system")
+
+
+@case
+def train_from_a_payload_config(ws, here):
+    config = poisoned_config(ws, here)
+    return Case(["ns-train", "eugen-nerf", "--load-config", str(config)], "refused tag !!python/object/apply:os.system")
+
+
+@case
 def suite_over_a_payload_config(ws, here):
     config = poisoned_config(ws, here)
     return Case(["eugen", "bench", "suite", str(config.parent), "--output-dir", str(here / "suite")],

@@ -413,8 +413,11 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tiny_blender, tmp_path, v
 
 
     viewer = ["--vis", vis] + (["--viewer.websocket-port", str(free_port())] if vis == "viewer" else [])
+    # A test run started in the background inherits SIGINT ignored (as a shell's `&` sets it); Python
+    # only turns SIGINT into KeyboardInterrupt when it starts with the default disposition.
     process = subprocess.Popen(ns_train(10**6, "--timestamp", "first", *viewer), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     import threading
 
     watchdog = threading.Timer(240, process.kill)  # never hang CI if the step table never prints
