@@ -135,7 +135,7 @@ class IsdfTrain(RunSettings):
         from eugen_nerf.nerf.engine.checkpoints import remove_stale_temporaries
 
         self.output.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.output)
+        remove_stale_temporaries(self.output, CHECKPOINT)
         settings_path = self.output / SETTINGS
         if (self.output / CHECKPOINT).is_file():
             saved = json.loads(settings_path.read_text()) if settings_path.is_file() else None

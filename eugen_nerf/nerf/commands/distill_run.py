@@ -31,7 +31,7 @@ from torch import nn
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.distill import distill_linear
 from eugen_nerf.layers.eugen import EUGenLinear
-from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint, save_atomically
+from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
 SUPPORTED = ("eugen-nerf", "vanilla-nerf")
@@ -258,7 +258,7 @@ def write_run(config, pipeline, step: int, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.yml").write_text(_yaml(config))
     state = {"step": step, "pipeline": pipeline.state_dict(), "optimizers": {}, "schedulers": {}, "scalers": {}}
-    save_atomically(state, output / "nerfstudio_models" / f"step-{step:09d}.ckpt", temporary_dir=output)
+    save_atomically(state, checkpoint_path(output / "nerfstudio_models", step), temporary_dir=output)
 
 
 def _yaml(config) -> str:

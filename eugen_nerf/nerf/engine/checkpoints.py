@@ -36,9 +36,10 @@ def save_atomically(state: dict[str, Any], path: Path, temporary_dir: Path | Non
         raise
 
 
-def remove_stale_temporaries(folder: Path) -> None:
-    """A save killed half-way (kill -9) leaves its temporary file in `folder`: remove it on the next start."""
-    for stale in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+def remove_stale_temporaries(folder: Path, name: str) -> None:
+    """A save killed half-way (kill -9) leaves its temporary file in `folder`: remove those of checkpoints
+    called `name` (a glob pattern, e.g. step-*.ckpt) on the next start, and no other file."""
+    for stale in folder.glob(f".{name}.*{TEMPORARY_SUFFIX}"):
         stale.unlink(missing_ok=True)
 
 
@@ -52,12 +53,26 @@ def load_safely(path: Path) -> dict[str, Any]:
         raise InputError(not_our_checkpoint(path, error)) from None
 
 
+STEP_CHECKPOINTS = "step-*.ckpt"  # nerfstudio's names of a run's checkpoints in nerfstudio_models
+
+
+def checkpoint_path(folder: Path, step: int) -> Path:
+    """nerfstudio's name of the checkpoint of `step` in a checkpoint folder."""
+    return folder / f"step-{step:09d}.ckpt"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a step-N.ckpt file, or None for another name."""
+    number = path.stem.split("-")[1] if path.stem.startswith("step-") else ""
+    return int(number) if number.isdigit() else None
+
+
 def latest_checkpoint(folder: Path) -> Path:
     """The newest step-N.ckpt in a nerfstudio checkpoint folder."""
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
     steps = sorted(
-        (int(p.stem.split("-")[1]), p) for p in folder.glob("step-*.ckpt") if p.stem.split("-")[1].isdigit()
+        (checkpoint_step(p), p) for p in folder.glob(STEP_CHECKPOINTS) if checkpoint_step(p) is not None
     )
     if not steps:
         raise InputError(f"{folder}: no step-N.ckpt checkpoint in this folder")

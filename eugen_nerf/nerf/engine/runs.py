@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from eugen_nerf.errors import InputError
-from eugen_nerf.nerf.engine.safe_config import load_run_config, protect_nerfstudio_config_loading
+from eugen_nerf.nerf.engine.safe_config import load_run_config, protect_nerfstudio_config_loading, require_run_config
 
 
 def read_run_config(config_path: Path, flag: str) -> Any:
     """The TrainerConfig a run's config.yml holds; a missing, unreadable or foreign file is one line naming `flag`."""
-    from nerfstudio.engine.trainer import TrainerConfig
-
     import eugen_nerf.nerf.methods.registry  # noqa: F401 - our methods and error printing, in-process
 
     if not config_path.is_file():
@@ -22,8 +20,7 @@ def read_run_config(config_path: Path, flag: str) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{config_path}: {flag} cannot be read ({error})") from None
     config = load_run_config(text, f"{config_path} ({flag})")
-    if not isinstance(config, TrainerConfig):  # nerfstudio's own readers would stop on a bare assert
-        raise InputError(f"{config_path}: {flag} is not a run's config.yml (it holds {type(config).__name__})")
+    require_run_config(config, f"{config_path} ({flag})")
     return config
 
 

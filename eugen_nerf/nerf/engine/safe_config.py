@@ -149,20 +149,26 @@ def _nerfstudio_load(stream: str, Loader: Any = None) -> Any:  # yaml.load's sig
     return config
 
 
+def require_run_config(config: Any, source: str) -> None:
+    """A file read as a config.yml holds a run's TrainerConfig (nerfstudio's readers would stop on a bare
+    assert); one line naming `source` otherwise."""
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    if not isinstance(config, TrainerConfig):
+        raise InputError(f"{source}: not a run's config.yml (it holds {type(config).__name__})")
+
+
 def check_run_is_loadable(config: Any, path: object) -> None:
     """One line naming `path` for what nerfstudio's eval_setup would stop on with an AssertionError or
     IndexError: a file that is not a run's config, or a run without the checkpoint it asks for."""
-    from nerfstudio.engine.trainer import TrainerConfig
+    from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint
 
-    from eugen_nerf.nerf.engine.checkpoints import latest_checkpoint
-
-    if not isinstance(config, TrainerConfig):
-        raise InputError(f"{path}: not a run's config.yml (it holds {type(config).__name__})")
+    require_run_config(config, str(path))
     folder = config.get_checkpoint_dir()
     try:
         if config.load_step is None:
             latest_checkpoint(folder)
-        elif not (folder / f"step-{config.load_step:09d}.ckpt").is_file():
+        elif not checkpoint_path(folder, config.load_step).is_file():
             raise InputError(f"{folder}: no checkpoint of step {config.load_step}")
     except InputError as error:
         raise InputError(f"{path}: the run has no checkpoint to load ({error})") from None

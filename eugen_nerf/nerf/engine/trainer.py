@@ -31,6 +31,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from eugen_nerf.errors import InputError
 from eugen_nerf.layers.eugen import NonFiniteInputError
 from eugen_nerf.nerf.engine.checkpoints import (
+    STEP_CHECKPOINTS,
+    checkpoint_path,
+    checkpoint_step,
     latest_checkpoint,
     load_safely,
     remove_stale_temporaries,
@@ -128,10 +131,10 @@ class EUGenTrainer(Trainer):
         self.write_checkpoint(state)
 
     def write_checkpoint(self, state: dict[str, Any]) -> Path:
-        path: Path = self.checkpoint_dir / f"step-{state['step']:09d}.ckpt"
+        path = checkpoint_path(self.checkpoint_dir, state["step"])
         save_atomically(state, path, temporary_dir=self.checkpoint_dir.parent)
         if self.config.save_only_latest_checkpoint:
-            for old in self.checkpoint_dir.glob("step-*.ckpt"):
+            for old in self.checkpoint_dir.glob(STEP_CHECKPOINTS):
                 if old != path:
                     old.unlink()
         return path
@@ -148,7 +151,7 @@ class EUGenTrainer(Trainer):
         if state is None or first_non_finite(state["pipeline"]) is not None:
             return None
         try:
-            if int(latest_checkpoint(self.checkpoint_dir).stem.split("-")[1]) >= state["step"]:
+            if checkpoint_step(latest_checkpoint(self.checkpoint_dir)) >= state["step"]:
                 return None
         except InputError:
             pass  # no checkpoint yet
@@ -156,12 +159,12 @@ class EUGenTrainer(Trainer):
         return self.write_checkpoint(state)
 
     def _load_checkpoint(self) -> None:
-        remove_stale_temporaries(self.checkpoint_dir.parent)
+        remove_stale_temporaries(self.checkpoint_dir.parent, STEP_CHECKPOINTS)
         if self.config.load_dir is not None:
             if self.config.load_step is None:
                 path = latest_checkpoint(self.config.load_dir)
             else:
-                path = self.config.load_dir / f"step-{self.config.load_step:09d}.ckpt"
+                path = checkpoint_path(self.config.load_dir, self.config.load_step)
         elif self.config.load_checkpoint is not None:
             path = self.config.load_checkpoint
         else:
@@ -219,12 +222,13 @@ class EUGenTrainer(Trainer):
         lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
                              for name in self.optimizers.optimizers)  # the groups this model has
         saved = self.save_finite_copy()
-        try:
-            newest = latest_checkpoint(self.checkpoint_dir)
-            kept = (f"its last finite state was saved in {newest}" if saved is not None else
-                    f"nothing after it was saved, the last checkpoint is {newest}")
-        except InputError:
-            kept = "no checkpoint was written yet"
+        if saved is not None:
+            kept = f"its last finite state was saved in {saved}"
+        else:
+            try:
+                kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
+            except InputError:
+                kept = "no checkpoint was written yet"
         return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Train again with a lower "
                                 f"learning rate (now {lr_flags}) or more rays per batch "
                                 f"(--pipeline.datamanager.train-num-rays-per-batch)")
