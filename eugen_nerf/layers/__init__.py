@@ -1,6 +1,6 @@
 """The EUGen layer and what is built directly on it (pure torch; no nerfstudio import)."""
 
-from eugen_nerf.layers.distill import DistillReport, distill_linear
+from eugen_nerf.layers.distill import DistillReport, distill_linear, fit_linear
 from eugen_nerf.layers.eugen import FEATURE_MAPS, SAMPLERS, EUGenLinear, NonFiniteInputError, sample_projection
 from eugen_nerf.layers.factored import Factored
 from eugen_nerf.layers.mlp import EUGenConfig, EUGenMLP
@@ -16,6 +16,7 @@ __all__ = [
     "Factored",
     "NonFiniteInputError",
     "distill_linear",
+    "fit_linear",
     "evaluate_polynomial",
     "fit_activation_polynomial",
     "sample_projection",

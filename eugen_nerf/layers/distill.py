@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from eugen_nerf.layers.eugen import EUGenLinear
 
-Batch = Tensor | tuple[Tensor, Tensor]
+# inputs, (inputs, targets), or (inputs, targets, point weights) for a weighted least squares
+Batch = Tensor | tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]
 
 
 @dataclass
@@ -28,6 +29,7 @@ class DistillReport:
     num_inputs: int
     seconds: float
     refined_relative_error: float | None = None  # after trainable-G refinement, when run
+    initial_relative_error: float | None = None  # of the weights the layer had before the fit (fit_linear)
 
 
 class _NormalEquations:
@@ -41,14 +43,17 @@ class _NormalEquations:
         self.target_energy = 0.0
         self.count = 0
 
-    def add(self, features: Tensor, targets: Tensor) -> None:
+    def add(self, features: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
         design = features.to(torch.float64)
         if self.with_constant:
             design = torch.cat([torch.ones_like(design[:, :1]), design], dim=1)
         targets = targets.to(torch.float64)
-        self.gram += design.t() @ design
-        self.cross += design.t() @ targets
-        self.target_energy += float(targets.square().sum())
+        weights = None if weights is None else weights.to(design).reshape(-1, 1)
+        weighted = design if weights is None else design * weights
+        self.gram += weighted.t() @ design
+        self.cross += weighted.t() @ targets
+        squares = targets.square() if weights is None else targets.square() * weights
+        self.target_energy += float(squares.sum())
         self.count += features.shape[0]
 
     def solve(self, ridge: float) -> Tensor:
@@ -71,9 +76,13 @@ class _NormalEquations:
         return math.sqrt(max(float(residual), 0.0) / max(self.target_energy, 1e-300))
 
 
-def _split(batch: Batch, teacher: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, Tensor]:
+def _split(batch: Batch, teacher: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    weights = None
     if isinstance(batch, tuple | list):
-        inputs, targets = batch
+        inputs, targets, *rest = batch
+        weights = rest[0] if rest else None
+        if weights is not None and not (torch.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError("point weights must be finite and >= 0")
     else:
         if teacher is None:
             raise ValueError("teacher is required when batches hold inputs only (not (inputs, targets) pairs)")
@@ -82,7 +91,47 @@ def _split(batch: Batch, teacher: Callable[[Tensor], Tensor] | None) -> tuple[Te
             targets = teacher(batch)
     if not torch.isfinite(inputs).all() or not torch.isfinite(targets).all():
         raise ValueError("batches contain NaN or infinite values")
-    return inputs, targets
+    return inputs, targets, weights
+
+
+def _fit_readout(layer: nn.Module, features: Callable[[Tensor], Tensor], batches: Iterable[Batch],
+                 teacher, ridge: float) -> tuple[float, float, int]:
+    """Least-squares `layer.weight` / `layer.bias` (the read-out of `features`) in place; returns the
+    relative error of the weights before and after the fit, and the number of inputs."""
+    device = layer.weight.device
+    has_bias = layer.bias is not None
+    equations = _NormalEquations(layer.weight.shape[1], layer.weight.shape[0], device, with_constant=has_bias)
+    with torch.no_grad():
+        for batch in batches:
+            inputs, targets, weights = _split(batch, teacher)
+            if targets.shape[-1] != layer.weight.shape[0]:
+                raise ValueError(
+                    f"targets have width {targets.shape[-1]}, expected out_features={layer.weight.shape[0]}"
+                )
+            equations.add(features(inputs.to(device)), targets.to(device), weights)
+    if equations.count == 0:
+        raise ValueError("batches is empty")
+    solution = equations.solve(ridge)
+    before = layer.weight.detach().t().to(torch.float64)
+    if has_bias:
+        before = torch.cat([layer.bias.detach().to(torch.float64)[None], before])
+    with torch.no_grad():
+        layer.weight.copy_(solution[int(has_bias) :].t().to(layer.weight.dtype))
+        if has_bias:
+            layer.bias.copy_(solution[0].to(layer.bias.dtype))
+    return equations.relative_error(before), equations.relative_error(solution), equations.count
+
+
+def fit_linear(layer: nn.Linear, batches: Iterable[tuple[Tensor, Tensor]], *, ridge: float = 1e-6) -> DistillReport:
+    """Refit a dense `nn.Linear` in closed form to (inputs, targets) pairs, in place: the read-out of
+    a distilled student (targets: the teacher's pre-activation outputs, inputs: the student's own)."""
+    if not isinstance(layer, nn.Linear):
+        raise ValueError(f"layer must be an nn.Linear, got {type(layer).__name__}")
+    if not (math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    start = time.perf_counter()
+    before, error, count = _fit_readout(layer, lambda inputs: inputs, batches, None, ridge)
+    return DistillReport(error, count, time.perf_counter() - start, initial_relative_error=before)
 
 
 def distill_linear(
@@ -117,25 +166,9 @@ def distill_linear(
     if refine_steps > 0 and not student.store_projection:
         raise ValueError("refine_steps > 0 changes G: the student needs store_projection=True to keep it")
     start = time.perf_counter()
-    device = student.weight.device
-    has_bias = student.bias is not None
-    equations = _NormalEquations(student.feature_dim, student.out_features, device, with_constant=has_bias)
-    with torch.no_grad():
-        for batch in batches() if callable(batches) else batches:
-            inputs, targets = _split(batch, teacher)
-            if targets.shape[-1] != student.out_features:
-                raise ValueError(
-                    f"targets have width {targets.shape[-1]}, expected out_features={student.out_features}"
-                )
-            equations.add(student.features(inputs.to(device)), targets.to(device))
-    if equations.count == 0:
-        raise ValueError("batches is empty")
-    solution = equations.solve(ridge)
-    with torch.no_grad():
-        student.weight.copy_(solution[int(has_bias) :].t().to(student.weight.dtype))
-        if has_bias:
-            student.bias.copy_(solution[0].to(student.bias.dtype))
-    report = DistillReport(equations.relative_error(solution), equations.count, 0.0)
+    _, error, count = _fit_readout(student, student.features, batches() if callable(batches) else batches, teacher,
+                                   ridge)
+    report = DistillReport(error, count, 0.0)
     if refine_steps > 0:
         report.refined_relative_error = _refine(student, batches, teacher, refine_steps, refine_lr)
     report.seconds = time.perf_counter() - start
@@ -153,7 +186,7 @@ def _refine(student: EUGenLinear, batches: Callable[[], Iterable[Batch]], teache
     optimiser = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         for batch in batches():
-            inputs, targets = _split(batch, teacher)
+            inputs, targets, _ = _split(batch, teacher)
             optimiser.zero_grad(set_to_none=True)
             loss = (student(inputs) - targets).square().mean()
             loss.backward()
@@ -162,7 +195,7 @@ def _refine(student: EUGenLinear, batches: Callable[[], Iterable[Batch]], teache
     error = energy = 0.0
     with torch.no_grad():
         for batch in batches():
-            inputs, targets = _split(batch, teacher)
+            inputs, targets, _ = _split(batch, teacher)
             error += float((student(inputs) - targets).square().sum())
             energy += float(targets.square().sum())
     return math.sqrt(error / max(energy, 1e-300))

@@ -235,3 +235,25 @@ def test_bad_inputs_are_rejected():
         EUGenMLP(4, 3, 8)(torch.randn(2, 3))
     with pytest.raises(ValueError, match="skip_connections"):
         EUGenMLP(4, 3, 8, skip_connections=(0,))
+
+
+def test_fit_linear_weighted_least_squares_ignores_zero_weight_points():
+    from eugen_nerf import fit_linear
+
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(400, 5, generator=generator)
+    true = nn.Linear(5, 2)
+    targets = true(inputs).detach()
+    corrupted = targets.clone()
+    corrupted[:100] += 5.0  # points a weight of zero must leave out of the fit
+    weights = torch.ones(400)
+    weights[:100] = 0.0
+    layer = nn.Linear(5, 2)
+    report = fit_linear(layer, [(inputs, corrupted, weights)], ridge=0.0)
+    assert torch.allclose(layer.weight, true.weight, atol=1e-4) and torch.allclose(layer.bias, true.bias, atol=1e-4)
+    assert report.relative_error < 1e-4 < report.initial_relative_error
+    unweighted = nn.Linear(5, 2)
+    fit_linear(unweighted, [(inputs, corrupted)], ridge=0.0)
+    assert (unweighted.bias - true.bias).abs().max() > 0.5  # without the weights the corruption shifts the fit
+    with pytest.raises(ValueError, match="point weights must be finite and >= 0"):
+        fit_linear(layer, [(inputs, corrupted, -weights)])

@@ -468,7 +468,9 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     results = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()
     student = Path(results["student"])
     assert student.is_relative_to(tmp_path) and student.parent.name.endswith("-distilled")
-    assert len(results["layers"]) == 2 * 7 + 2 * 2  # coarse and fine: EUGen base layers 1-7, head layers 0-1
+    kinds = [fit["kind"] for fit in results["layers"]]
+    # coarse and fine: EUGen base layers 1-7 and head layers 0-1, then the density and RGB heads refitted
+    assert kinds.count("eugen") == 2 * (7 + 2) and kinds.count("dense read-out") == 2 * 2
     assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
     checkpoint = next((student.parent / "nerfstudio_models").glob("step-*.ckpt"))
     state = torch.load(checkpoint, weights_only=True)["pipeline"]
@@ -479,6 +481,20 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     again = Path(Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()["student"])
     assert again.parent != student.parent and again.parent.name.startswith(student.parent.name + "-")
     assert {path: path.read_bytes() for path in student.parent.rglob("*") if path.is_file()} == first
+
+
+def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    results = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32, weights="render").run()
+    readouts = [fit for fit in results["layers"] if fit["kind"] == "dense read-out"]  # density and RGB heads
+    assert len(readouts) == 4 and all(fit["relative_error"] <= fit["relative_error_before"] + 1e-9 for fit in readouts)
+    layerwise = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "layer", rays=32, targets="layer").run()
+    assert [fit["kind"] for fit in layerwise["layers"]] == ["eugen"] * 18  # a read-out refit would be exact there
+    with pytest.raises(InputError, match="--targets must be teacher or layer, got 'own'"):
+        Distill(load_config=tiny_runs["dense"], targets="own").run()
+    with pytest.raises(InputError, match="--weights must be render or uniform"):
+        Distill(load_config=tiny_runs["dense"], weights="depth").run()
 
 
 def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):

@@ -4,12 +4,14 @@ The student is the teacher's architecture with EUGen layers at the chosen indice
 (encodings, dense layers, heads) is copied. The EUGen layers are fitted one after the other by the
 closed form of `distill_linear`, on points sampled along training rays the way the model samples them
 (coarse: uniform; fine: the coarse field's PDF), each layer on the student's *own* inputs, i.e. after
-the layers before it were distilled, against the teacher layer's output on those inputs.
+the layers before it were distilled, against the teacher's own activation at that layer (so that
+earlier errors do not compound); the dense layers after the first EUGen layer, up to the density and
+RGB heads, are refitted the same way against the teacher's pre-activation outputs (right after a
+least-squares EUGen layer that refit changes little, docs/eugen-math.md §3). --targets layer fits each
+layer to the teacher layer applied to the student's input instead.
 
 Optionally (--finetune-steps) the distilled student is then fine-tuned end to end on the teacher's
-training images (photometric loss, Adam: backpropagation). The closed form alone cannot carry a dense
-layer into an m = 16 EUGen layer closely enough for the density's exponential (docs/limitations.md);
-the fine-tuning closes that gap from the distilled start.
+training images (photometric loss, Adam: backpropagation).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from eugen_nerf.errors import InputError
-from eugen_nerf.layers.distill import distill_linear
+from eugen_nerf.errors import InputError, check_flag_choice
+from eugen_nerf.layers.distill import distill_linear, fit_linear
 from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
@@ -90,24 +92,101 @@ def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
     return {"field_coarse": coarse, "field_fine": fine}
 
 
-def eugen_layers(field_module) -> list[tuple[str, int, EUGenLinear]]:
-    """(mlp name, index, layer) of the EUGen layers of a field, in the order data flows through them."""
-    return [(name, index, layer) for name in ("mlp_base", "mlp_head")
-            for index, layer in enumerate(getattr(field_module, name).layers) if isinstance(layer, EUGenLinear)]
+def fit_points(field_module) -> list[str]:
+    """Names of the layers a student field fits, in the order data flows through them: its EUGen layers
+    and every dense linear layer after the first of them (the read-outs, up to the density and RGB heads)."""
+    names = [f"mlp_base.layers.{i}" for i in range(len(field_module.mlp_base.layers))] + ["field_output_density.net"]
+    names += [f"mlp_head.layers.{i}" for i in range(len(field_module.mlp_head.layers))] + ["field_heads.0.net"]
+    first = next((i for i, name in enumerate(names) if isinstance(field_module.get_submodule(name), EUGenLinear)),
+                 len(names))
+    return names[first:]
 
 
 @torch.no_grad()
-def layer_inputs(field_module, samples, layer: nn.Module, chunk: int) -> list[torch.Tensor]:
-    """What `layer` receives when the field runs on `samples` (layer by layer, chunked)."""
-    captured: list[torch.Tensor] = []
-    handle = layer.register_forward_pre_hook(lambda _module, args: captured.append(args[0].detach()))
+def trace(field_module, samples) -> None:
+    """Run a NeRF field (this package's or nerfstudio's) on `samples` calling each of its linear layers,
+    heads included, as a module, so that forward hooks on them fire; its MLPs must run layer by layer."""
+    positions = samples.frustums.get_positions()
+    if field_module.spatial_distortion is not None:
+        positions = field_module.spatial_distortion(positions)
+    base = field_module.mlp_base(field_module.position_encoding(positions))
+    field_module.field_output_density.net(base)
+    head = field_module.mlp_head(torch.cat([field_module.direction_encoding(samples.frustums.directions), base], -1))
+    for field_head in field_module.field_heads:
+        field_head.net(head)
+
+
+@torch.no_grad()
+def captured(field_module, samples, name: str, which: int) -> torch.Tensor:
+    """The input (which=0) or output (which=1) of layer `name` when `field_module` runs on `samples`."""
+    found: list[torch.Tensor] = []
+    hook = field_module.get_submodule(name).register_forward_hook(
+        lambda _module, args, out: found.append((args[0], out)[which].detach()))
     try:
-        flat = samples.reshape(-1)
-        for start in range(0, len(flat), chunk):
-            field_module.forward(flat[start : start + chunk])
+        trace(field_module, samples)
     finally:
-        handle.remove()
-    return captured
+        hook.remove()
+    return found[0]
+
+
+@torch.no_grad()
+def point_weights(teacher_field, samples, chunk: int) -> torch.Tensor:
+    """One weight per sample: its render weight under the teacher plus the mean render weight, so that
+    the fits favour the points that reach pixels and still see empty space."""
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    flat = samples.reshape(-1)
+    density = torch.cat([teacher_field.forward(flat[start : start + chunk])[FieldHeadNames.DENSITY]
+                         for start in range(0, len(flat), chunk)])
+    weights = samples.get_weights(density.reshape(*samples.shape, 1)).reshape(-1)
+    return weights + weights.mean()
+
+
+def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targets: str,
+              weights: torch.Tensor | None = None):
+    """(student input, teacher target[, point weight]) of layer `name`, chunk by chunk; an EUGen layer's
+    target is the teacher layer's output after its ReLU, a dense read-out's the teacher layer's
+    pre-activation output."""
+    relu = isinstance(student_field.get_submodule(name), EUGenLinear)
+    flat = samples.reshape(-1)
+    for start in range(0, len(flat), chunk):
+        part = flat[start : start + chunk]
+        inputs = captured(student_field, part, name, 0)
+        if targets == "teacher":  # the teacher's own activation there: errors of earlier layers do not compound
+            outputs = captured(teacher_field, part, name, 1)
+        else:  # the teacher layer on the student's input
+            outputs = teacher_field.get_submodule(name)(inputs)
+        outputs = torch.relu(outputs) if relu else outputs
+        yield (inputs, outputs) if weights is None else (inputs, outputs, weights[start : start + chunk])
+
+
+def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[dict]:
+    """Fit a student field's layers one after the other (fit_points); returns one report per layer."""
+    fits = []
+    for mlp in (student_field.mlp_base, student_field.mlp_head):
+        mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
+    weights = point_weights(teacher_field, samples, distill.chunk) if distill.weights == "render" else None
+    try:
+        for name in fit_points(student_field):
+            layer = student_field.get_submodule(name)
+            pairs = lambda name=name: fit_pairs(student_field, teacher_field, samples, name, distill.chunk,  # noqa: E731
+                                                distill.targets, weights)
+            if isinstance(layer, EUGenLinear):
+                refine = distill.refine_steps
+                report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine)
+            elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
+                report = fit_linear(layer, pairs(), ridge=distill.ridge)
+            else:
+                continue
+            fits.append({"layer": name, "kind": "eugen" if isinstance(layer, EUGenLinear) else "dense read-out",
+                         "relative_error_before": report.initial_relative_error,
+                         "relative_error": report.relative_error,
+                         "refined_relative_error": report.refined_relative_error,
+                         "points": report.num_inputs, "seconds": report.seconds})
+    finally:
+        for mlp in (student_field.mlp_base, student_field.mlp_head):
+            mlp.bundle = "auto"
+    return fits
 
 
 @dataclass
@@ -136,6 +215,13 @@ class Distill:
     """View-head layers to replace; default as for the base layers."""
     ridge: float = 1e-6
     """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
+    targets: str = "teacher"
+    """teacher | layer: each layer is fitted to the teacher's own activation there (teacher: earlier layers'
+    errors do not compound, and the dense layers after the first EUGen layer, up to the density and RGB
+    heads, are refitted too), or to the teacher layer applied to the student's own input (layer)."""
+    weights: str = "uniform"
+    """uniform | render: weight all fitting points alike, or each by its render weight under the teacher
+    (plus their mean, so empty space still counts)."""
     refine_steps: int = 0
     """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
     finetune_steps: int = 0
@@ -154,6 +240,8 @@ class Distill:
         for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        check_flag_choice("--targets", self.targets, ("teacher", "layer"))
+        check_flag_choice("--weights", self.weights, ("render", "uniform"))
         teacher_config = load_teacher_config(self.load_config)
         started = time.perf_counter()
         _, teacher, _, step = eval_setup_of(self.load_config, "--load-config")
@@ -176,21 +264,8 @@ class Distill:
                                    self.rays, torch.Generator().manual_seed(self.seed))
         fits = []
         for field_name, field_samples in samples.items():
-            student_field, teacher_field = getattr(student.model, field_name), getattr(teacher.model, field_name)
-            for mlp in (student_field.mlp_base, student_field.mlp_head):
-                mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
-            for mlp_name, index, layer in eugen_layers(student_field):
-                inputs = layer_inputs(student_field, field_samples, layer, self.chunk)
-                target = nn.Sequential(getattr(teacher_field, mlp_name).layers[index], nn.ReLU())
-                refine = self.refine_steps
-                report = distill_linear(layer, (lambda x=inputs: iter(x)) if refine else inputs, teacher=target,
-                                        ridge=self.ridge, refine_steps=refine)
-                fits.append({"field": field_name, "layer": f"{mlp_name}.layers.{index}",
-                             "relative_error": report.relative_error,
-                             "refined_relative_error": report.refined_relative_error,
-                             "points": report.num_inputs, "seconds": report.seconds})
-            for mlp in (student_field.mlp_base, student_field.mlp_head):
-                mlp.bundle = "auto"
+            fits += [{"field": field_name, **fit} for fit in fit_field(
+                getattr(student.model, field_name), getattr(teacher.model, field_name), field_samples, self)]
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
@@ -269,12 +344,17 @@ def _yaml(config) -> str:
 
 def print_fits(results: dict, console: Console) -> None:
     table = Table(title=f"closed form in {results['closed_form_seconds']:.1f} s on {results['rays']:,} training rays")
-    for column in ("field", "layer", "points", "relative error", "after refinement", "s"):
-        table.add_column(column, justify="left" if column in ("field", "layer") else "right")
+    columns = ("field", "layer", "kind", "points", "error before", "relative error", "after refinement", "s")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("field", "layer", "kind") else "right")
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
     for fit in results["layers"]:
-        refined = fit["refined_relative_error"]
-        table.add_row(fit["field"], fit["layer"], f"{fit['points']:,}", f"{fit['relative_error']:.3f}",
-                      "-" if refined is None else f"{refined:.3f}", f"{fit['seconds']:.1f}")
+        table.add_row(fit["field"], fit["layer"], fit["kind"], f"{fit['points']:,}",
+                      number(fit["relative_error_before"]), number(fit["relative_error"]),
+                      number(fit["refined_relative_error"]), f"{fit['seconds']:.1f}")
     console.print(table)
     if results["finetune_steps"]:
         first, last = results["finetune_loss_first_last"]
