@@ -98,6 +98,8 @@ def _fit_readout(layer: nn.Module, features: Callable[[Tensor], Tensor], batches
                  teacher, ridge: float) -> tuple[float, float, int]:
     """Least-squares `layer.weight` / `layer.bias` (the read-out of `features`) in place; returns the
     relative error of the weights before and after the fit, and the number of inputs."""
+    if not (math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     device = layer.weight.device
     has_bias = layer.bias is not None
     equations = _NormalEquations(layer.weight.shape[1], layer.weight.shape[0], device, with_constant=has_bias)
@@ -127,8 +129,6 @@ def fit_linear(layer: nn.Linear, batches: Iterable[tuple[Tensor, Tensor]], *, ri
     a distilled student (targets: the teacher's pre-activation outputs, inputs: the student's own)."""
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"layer must be an nn.Linear, got {type(layer).__name__}")
-    if not (math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     start = time.perf_counter()
     before, error, count = _fit_readout(layer, lambda inputs: inputs, batches, None, ridge)
     return DistillReport(error, count, time.perf_counter() - start, initial_relative_error=before)
@@ -157,8 +157,6 @@ def distill_linear(
         raise ValueError(f"student must be an EUGenLinear, got {type(student).__name__}")
     if student.linear_inputs:
         raise ValueError("distillation fits only the random features' weights: the student has linear_inputs")
-    if not (math.isfinite(ridge) and ridge >= 0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     if refine_steps < 0:
         raise ValueError(f"refine_steps must be >= 0, got {refine_steps!r}")
     if refine_steps > 0 and not callable(batches):

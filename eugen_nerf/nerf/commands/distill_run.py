@@ -116,17 +116,27 @@ def trace(field_module, samples) -> None:
         field_head.net(head)
 
 
+class _Captured(Exception):  # noqa: N818 - control flow, not an error: ends a trace at the hooked layer
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+
 @torch.no_grad()
 def captured(field_module, samples, name: str, which: int) -> torch.Tensor:
-    """The input (which=0) or output (which=1) of layer `name` when `field_module` runs on `samples`."""
-    found: list[torch.Tensor] = []
-    hook = field_module.get_submodule(name).register_forward_hook(
-        lambda _module, args, out: found.append((args[0], out)[which].detach()))
+    """The input (which=0) or output (which=1) of layer `name` when `field_module` runs on `samples`;
+    the trace stops there, so the layers after it are not evaluated."""
+
+    def stop(_module, args, out):
+        raise _Captured((args[0], out)[which].detach())
+
+    hook = field_module.get_submodule(name).register_forward_hook(stop)
     try:
         trace(field_module, samples)
+    except _Captured as capture:
+        return capture.value
     finally:
         hook.remove()
-    return found[0]
+    raise RuntimeError(f"{name} was not called by the field's trace")
 
 
 @torch.no_grad()
@@ -173,6 +183,9 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
                                                 distill.targets, weights)
             if isinstance(layer, EUGenLinear):
                 refine = distill.refine_steps
+                if refine:  # refinement reads the pairs once per epoch: trace them once
+                    cached = list(pairs())
+                    pairs = lambda cached=cached: iter(cached)  # noqa: E731
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
                 report = fit_linear(layer, pairs(), ridge=distill.ridge)
