@@ -86,13 +86,19 @@ def refused_checkpoint(error: BaseException, trace: TracebackType | None) -> str
     return None
 
 
-def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+def one_line_message(error: BaseException, trace: TracebackType | None) -> str | None:
+    """The one-line message of an error that is reported as one line (bad input, a refused checkpoint, a
+    missing file nerfstudio's code read), or None for every other error (a bug: its traceback shows)."""
     if isinstance(error, _ONE_LINE_ERRORS):
-        print_error(str(error))
-        sys.exit(2)
+        return str(error)
     message = refused_checkpoint(error, trace)
     if message is None and isinstance(error, FileNotFoundError) and error.filename:
         message = f"{error.filename}: not found"  # a path the user gave, read by nerfstudio's own code
+    return message
+
+
+def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    message = one_line_message(error, trace)
     if message is not None:
         print_error(message)
         sys.exit(2)

@@ -12,14 +12,18 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
   checkpoint (a NaN state is never saved) and the learning-rate flags; nerfstudio would go on
   training NaNs and checkpoint them. The trainer keeps a copy of the training state in memory every
   `steps_per_finite_copy` steps and saves it when the run diverges, so a divergence before the next
-  save loses at most that many steps.
+  save loses at most that many steps;
+- with several processes (`--machine.num-devices N`, nerfstudio's data-parallel path, on CPUs too): every
+  process builds the same model (the run's seed) and then samples its own rays (seed + rank), rank 0
+  alone evaluates and writes checkpoints (in the single-process layout, so every reader loads them), and
+  a divergence on any process stops all of them with rank 0's one line.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,7 +43,15 @@ from eugen_nerf.nerf.engine.checkpoints import (
     remove_stale_temporaries,
     save_atomically,
 )
+from eugen_nerf.nerf.engine.distributed import (
+    is_distributed,
+    message_of_rank_zero,
+    rank,
+    seed_everything,
+    use_eugen_launcher,
+)
 from eugen_nerf.nerf.engine.finite import RenderNotFinite
+from eugen_nerf.nerf.engine.pipeline import StepNotFinite
 
 
 def plain(value: Any, copy: bool = False) -> Any:
@@ -83,9 +95,22 @@ class EUGenTrainerConfig(TrainerConfig):
                 self.experiment_name = (data.parent if data.is_file() else data).name
         super().set_experiment_name()
 
+    def save_config(self) -> None:
+        # ns-train saves the config right before it starts the training processes, once its own module
+        # has loaded: the moment to let its launcher start CPU processes and report their errors in one line.
+        use_eugen_launcher()
+        super().save_config()
+
 
 class EUGenTrainer(Trainer):
     config: EUGenTrainerConfig
+
+    def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
+        if self.world_size > 1:
+            seed_everything(self.config.machine.seed)  # the same model on every process (nerfstudio adds the rank)
+        super().setup(test_mode)
+        if self.world_size > 1:
+            seed_everything(self.config.machine.seed + rank())  # then each process samples its own rays
 
     def setup_optimizers(self):
         # The learning rate decays over the run as configured: a schedule's length follows
@@ -112,10 +137,12 @@ class EUGenTrainer(Trainer):
 
     def checkpoint_state(self, step: int, copy: bool = False) -> dict[str, Any]:
         """What a checkpoint holds; with `copy`, detached from the tensors the next steps change."""
-        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        # Keys as a single process names them (DDP adds "module."), so that every reader loads the checkpoint.
+        pipeline = {key.replace("_model.module.", "_model.", 1): value
+                    for key, value in self.pipeline.state_dict().items()}
         return {
             "step": step,
-            "pipeline": plain(pipeline.state_dict(), copy),
+            "pipeline": plain(pipeline, copy),
             # plain(): the scheduler writes its learning rates into the param groups as numpy floats.
             "optimizers": {k: plain(v.state_dict(), copy) for k, v in self.optimizers.optimizers.items()},
             "schedulers": {k: plain(v.state_dict(), copy) for k, v in self.optimizers.schedulers.items()},
@@ -123,6 +150,8 @@ class EUGenTrainer(Trainer):
         }
 
     def save_checkpoint(self, step: int) -> None:
+        if rank() != 0:  # the processes hold the same state; one writes it
+            return
         state = self.checkpoint_state(step)
         # A finite loss can still come with NaN gradients, and so NaN weights after the step: never save those.
         broken = first_non_finite(state["pipeline"])
@@ -142,7 +171,7 @@ class EUGenTrainer(Trainer):
     def keep_finite_copy(self, step: int) -> None:
         """Before `step` runs: every steps_per_finite_copy steps, copy the state the previous steps left."""
         every = self.config.steps_per_finite_copy
-        if every > 0 and step > self._start_step and step % every == 0:
+        if every > 0 and rank() == 0 and step > self._start_step and step % every == 0:
             self.finite_copy = self.checkpoint_state(step - 1, copy=True)
 
     def save_finite_copy(self) -> Path | None:
@@ -159,7 +188,8 @@ class EUGenTrainer(Trainer):
         return self.write_checkpoint(state)
 
     def _load_checkpoint(self) -> None:
-        remove_stale_temporaries(self.checkpoint_dir.parent, STEP_CHECKPOINTS)
+        if rank() == 0:
+            remove_stale_temporaries(self.checkpoint_dir.parent, STEP_CHECKPOINTS)
         if self.config.load_dir is not None:
             if self.config.load_step is None:
                 path = latest_checkpoint(self.config.load_dir)
@@ -205,12 +235,16 @@ class EUGenTrainer(Trainer):
             loss, loss_dict, metrics_dict = super().train_iteration(step)
         except NonFiniteInputError:
             raise self.diverged(step, "NaN or infinite values reached an EUGen layer") from None
+        except StepNotFinite as problem:  # known to every process, which all stop here
+            raise self.diverged(step, str(problem), every_process=True) from None
         # One host sync per step: cheap next to a NeRF step, and it keeps a NaN state out of every checkpoint.
         if not torch.isfinite(loss).item():
             raise self.diverged(step, f"the loss is {loss.item()}")
         return loss, loss_dict, metrics_dict
 
     def eval_iteration(self, step: int) -> None:
+        if rank() != 0:  # only rank 0 writes what evaluation measures
+            return
         try:
             super().eval_iteration(step)
         except NonFiniteInputError:
@@ -218,7 +252,9 @@ class EUGenTrainer(Trainer):
         except RenderNotFinite as error:
             raise self.diverged(step, f"in evaluation, {error}") from None
 
-    def diverged(self, step: int, what: str) -> TrainingDiverged:
+    def diverged(self, step: int, what: str, every_process: bool = False) -> TrainingDiverged:
+        """The one-line error of a divergence, after saving the last finite state; with `every_process`, all
+        processes are here and raise rank 0's line (it alone saves)."""
         lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
                              for name in self.optimizers.optimizers)  # the groups this model has
         saved = self.save_finite_copy()
@@ -229,9 +265,11 @@ class EUGenTrainer(Trainer):
                 kept = f"nothing after it was saved, the last checkpoint is {latest_checkpoint(self.checkpoint_dir)}"
             except InputError:
                 kept = "no checkpoint was written yet"
-        return TrainingDiverged(f"training diverged at step {step}: {what}; {kept}. Train again with a lower "
-                                f"learning rate (now {lr_flags}) or more rays per batch "
-                                f"(--pipeline.datamanager.train-num-rays-per-batch)")
+        message = (f"training diverged at step {step}: {what}; {kept}. Train again with a lower learning rate "
+                   f"(now {lr_flags}) or more rays per batch (--pipeline.datamanager.train-num-rays-per-batch)")
+        if every_process and is_distributed():
+            message = message_of_rank_zero(message)
+        return TrainingDiverged(message)
 
     def train(self) -> None:
         if self.config.max_num_iterations <= 0:

@@ -24,11 +24,11 @@ from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig  
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig  # noqa: E402
 from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
-from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
 from eugen_nerf.layers.eugen import NonFiniteInputError  # noqa: E402
 from eugen_nerf.nerf.engine.datamanager import EUGenDataManagerConfig  # noqa: E402
+from eugen_nerf.nerf.engine.pipeline import EUGenPipelineConfig  # noqa: E402
 from eugen_nerf.nerf.engine.trainer import EUGenTrainerConfig  # noqa: E402
 from eugen_nerf.nerf.methods.dnerf import EUGenDNeRFModelConfig  # noqa: E402
 from eugen_nerf.nerf.methods.mipnerf360 import EUGenMipNeRF360ModelConfig  # noqa: E402
@@ -68,14 +68,15 @@ def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8,
 def method(name: str, description: str, dataparser, model, optimizers: dict, max_num_iterations: int = 200_000,
            **datamanager) -> MethodSpecification:
     """A method of this package: our trainer (safe, resumable checkpoints), nerfstudio's vanilla
-    pipeline and data manager (with scene checks), a default embedded scene and trainer_defaults()."""
+    pipeline (data-parallel on CPUs too) and data manager (with scene checks), a default embedded scene and
+    trainer_defaults()."""
     return MethodSpecification(
         config=EUGenTrainerConfig(
             method_name=name,
             max_num_iterations=max_num_iterations,
             steps_per_eval_batch=500,
             steps_per_save=1000,
-            pipeline=VanillaPipelineConfig(
+            pipeline=EUGenPipelineConfig(
                 datamanager=EUGenDataManagerConfig(dataparser=dataparser, **datamanager), model=model),
             optimizers=optimizers,
             **trainer_defaults(),

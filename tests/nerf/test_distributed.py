@@ -1,0 +1,112 @@
+"""nerfstudio's data-parallel path (`--machine.num-devices 2`) on two CPU processes (gloo): both processes
+end with the same parameters and EUGen projections, one run folder gets one set of checkpoints, which load
+in one process (ns-eval) and resume on two; NaN on one process stops both with one line; bad input too."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+HELPER = Path(__file__).with_name("distributed_run.py")
+TINY = ["--machine.device-type", "cpu", "--machine.num-devices", "2", "--steps-per-save", "1",
+        "--experiment-name", "smoke", "--pipeline.datamanager.train-num-rays-per-batch", "4",
+        "--pipeline.model.eval-num-rays-per-chunk", "256", "--steps-per-eval-batch", "1000000",
+        "--steps-per-eval-image", "1000000", "--steps-per-eval-all-images", "1000000"]
+METHOD_FLAGS = {
+    "eugen-nerf": ["--pipeline.model.num-coarse-samples", "4", "--pipeline.model.num-importance-samples", "4"],
+    "eugen-zipnerf": [
+        "--pipeline.model.base-mlp-layer-width", "64", "--pipeline.model.proposal-mlp-layer-width", "32",
+        "--pipeline.model.num-proposal-samples-per-ray", "4", "4", "--pipeline.model.num-nerf-samples-per-ray", "4",
+        "--pipeline.model.head-mlp-layer-width", "64", "--pipeline.model.bottleneck-width", "64",
+        "--pipeline.model.grid-log2-hashmap-size", "10", "--pipeline.model.grid-num-levels", "3",
+        "--pipeline.model.grid-max-resolution", "64", "--pipeline.model.proposal-grid-num-levels", "2", "2",
+        "--pipeline.model.proposal-grid-max-resolutions", "32", "32",
+        "--optimizers.fields.scheduler.warmup-steps", "0", "--optimizers.proposal-networks.scheduler.warmup-steps", "0",
+    ],
+}
+
+
+def train_on_two_processes(method: str, data: Path, output: Path, states: Path, *flags: str,
+                           nan_rank: int = -1, nan_step: int = -1) -> subprocess.CompletedProcess:
+    states.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(HELPER), str(states), str(nan_rank), str(nan_step), method, *TINY,
+               "--output-dir", str(output), *METHOD_FLAGS[method], *flags, "blender-data", "--data", str(data)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def rank_states(states: Path) -> tuple[dict, dict]:
+    return (torch.load(states / "rank-0.pt", weights_only=True), torch.load(states / "rank-1.pt", weights_only=True))
+
+
+def assert_same_on_both_ranks(states: Path) -> dict:
+    first, second = rank_states(states)
+    assert first.keys() == second.keys()
+    assert any(name.endswith(".projection") for name in first)  # the EUGen layers' random projections
+    differ = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not differ, differ
+    return first
+
+
+@pytest.mark.parametrize("method", ["eugen-nerf", "eugen-zipnerf"])
+def test_two_cpu_processes_train_one_model_that_loads_and_resumes(method, tiny_blender, tmp_path, ns):
+    result = train_on_two_processes(method, tiny_blender, tmp_path / "out", tmp_path / "states",
+                                    "--timestamp", "first", "--max-num-iterations", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = assert_same_on_both_ranks(tmp_path / "states")
+
+    assert [run.name for run in (tmp_path / "out" / "smoke" / method).iterdir()] == ["first"]
+    run = tmp_path / "out" / "smoke" / method / "first"
+    checkpoints = sorted((run / "nerfstudio_models").iterdir())
+    assert [c.name for c in checkpoints] == ["step-000000002.ckpt"]
+    saved = torch.load(checkpoints[0], weights_only=True)["pipeline"]
+    assert not any(".module." in key for key in saved)  # the single-process layout
+    for name, tensor in final.items():  # what rank 0 saved is what both ranks ended with
+        if f"_model.{name}" in saved:
+            assert torch.equal(saved[f"_model.{name}"], tensor), name
+
+    evaluated = ns("ns-eval", "--load-config", str(run / "config.yml"), "--output-path", str(tmp_path / "eval.json"))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert math.isfinite(json.loads((tmp_path / "eval.json").read_text())["results"]["psnr"])
+
+    resumed = train_on_two_processes(method, tiny_blender, tmp_path / "out", tmp_path / "resumed-states",
+                                     "--timestamp", "resumed", "--max-num-iterations", "5",
+                                     "--load-dir", str(run / "nerfstudio_models"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in resumed.stdout and "(step 2); 2 of 5 steps to go" in resumed.stdout
+    after = assert_same_on_both_ranks(tmp_path / "resumed-states")
+    assert any(not torch.equal(after[name], final[name]) for name in final)  # the two steps trained
+    names = [c.name for c in (tmp_path / "out" / "smoke" / method / "resumed" / "nerfstudio_models").iterdir()]
+    assert names == ["step-000000004.ckpt"]
+
+
+def test_nan_on_one_process_stops_both_with_one_line(tiny_blender, tmp_path):
+    result = train_on_two_processes("eugen-nerf", tiny_blender, tmp_path / "out", tmp_path / "states",
+                                    "--timestamp", "nan", "--max-num-iterations", "50", nan_rank=1, nan_step=3)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged at step 3: NaN or infinite values reached an EUGen layer "
+                           "(in training process 1 of 2)"), last
+    assert "step-000000002.ckpt" in last  # rank 0's line: the checkpoint it kept
+    checkpoints = [c.name for c in (tmp_path / "out" / "smoke" / "eugen-nerf" / "nan" / "nerfstudio_models").iterdir()]
+    assert checkpoints == ["step-000000002.ckpt"]
+    assert not (tmp_path / "states" / "rank-0.pt").exists()  # neither process went on training
+
+
+def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, ns):
+    result = ns("ns-train", "eugen-nerf", *TINY, "--output-dir", str(tmp_path / "out"), "--max-num-iterations", "3",
+                "blender-data", "--data", str(tmp_path / "no-scene"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no-scene" in last, last
