@@ -1,6 +1,6 @@
 """The `eugen` command.
 
-    eugen GROUP NAME [flags]     bench layers|nerf|suite, scene blender|dnerf|unbounded|rgbd, render time-sweep,
+    eugen GROUP NAME [flags]     bench layers|nerf|suite|scaling, scene blender|dnerf|unbounded|rgbd, render time-sweep,
                                  isdf train|eval|mesh|bench (tyro dataclasses)
     eugen demo [flags]           the README's main job
     eugen distill [flags]        a dense NeRF run -> an EUGen run, closed form (no backpropagation)
@@ -27,7 +27,7 @@ SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
     ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
 COMMANDS: dict[str, dict[str, str]] = {
     "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF",
-              "suite": "eugen_nerf.bench.suite:BenchSuite"},
+              "suite": "eugen_nerf.bench.suite:BenchSuite", "scaling": "eugen_nerf.bench.scaling:BenchScaling"},
     "scene": SCENES,
     "render": {"time-sweep": "eugen_nerf.nerf.commands.time_sweep:RenderTimeSweep"},
     "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},

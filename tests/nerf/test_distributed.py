@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +106,31 @@ def test_nan_on_one_process_stops_both_with_one_line(tiny_blender, tmp_path):
     assert not (tmp_path / "states" / "rank-0.pt").exists()  # neither process went on training
 
 
+def test_ctrl_c_on_two_processes_saves_once_and_ends_with_the_resume_line(tiny_blender, tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: rank 0 saves and prints the resume line, the
+    launcher waits for it and stops rank 1; exit status 130, no traceback, one checkpoint."""
+    command = [str(Path(sys.executable).parent / "ns-train"), "eugen-nerf", *TINY, "--output-dir", str(tmp_path),
+               "--timestamp", "ctrl-c", "--max-num-iterations", str(10**6), "--steps-per-save", str(10**6),
+               *METHOD_FLAGS["eugen-nerf"], "blender-data", "--data", str(tiny_blender)]
+    # its own process group (what a terminal's Ctrl-C signals), with SIGINT's default disposition
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    watchdog = threading.Timer(240, lambda: os.killpg(process.pid, signal.SIGKILL))  # never hang CI
+    watchdog.start()
+    for line in process.stdout:  # training has started once rank 0 prints the step table
+        if "Step (% Done)" in line:
+            break
+    time.sleep(3)
+    os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    watchdog.cancel()
+    assert output.strip().splitlines()[-1].startswith("Interrupted: saved step"), output[-2000:]
+    assert process.returncode == 130 and "Traceback" not in output, output[-2000:]
+    (saved,) = (tmp_path / "smoke" / "eugen-nerf" / "ctrl-c" / "nerfstudio_models").glob("step-*.ckpt")
+    assert torch.load(saved, weights_only=True)["step"] > 0
+
+
 def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, ns):
     result = ns("ns-train", "eugen-nerf", *TINY, "--output-dir", str(tmp_path / "out"), "--max-num-iterations", "3",
                 "blender-data", "--data", str(tmp_path / "no-scene"))
@@ -110,3 +138,37 @@ def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, n
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no-scene" in last, last
+
+
+def test_bench_scaling_measures_one_and_two_processes(tmp_path):
+    from eugen_nerf.bench.scaling import BenchScaling
+
+    results = BenchScaling(twins=("eugen",), steps=12, repeats=1, output=tmp_path / "scaling.json").run()
+    rows = {row["processes"]: row for row in results["rows"]}
+    assert set(rows) == {1, 2}
+    assert all(row["rays_per_second"] > 0 for row in rows.values())
+    assert rows[1]["speed_up_over_one_process"] == 1.0
+    assert rows[2]["speed_up_over_one_process"] == round(rows[2]["rays_per_second"] / rows[1]["rays_per_second"], 3)
+    assert json.loads((tmp_path / "scaling.json").read_text())["rows"] == results["rows"]
+
+
+def test_step_durations_come_back_from_running_means():
+    from eugen_nerf.bench.scaling import step_seconds
+
+    durations = [0.5, 0.1, 0.3, 0.2, 0.9, 0.4, 0.1]
+    window = 3
+    means = [sum(durations[max(0, s - window + 1):s + 1]) / min(s + 1, window) for s in range(len(durations))]
+    assert step_seconds(means, window) == pytest.approx(durations)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"steps": 10}, "--steps must be above 10"),
+    ({"processes": (0,)}, "--processes must be 1 or more"),
+    ({"presets": ("no-such-preset",)}, "no such preset"),
+])
+def test_bench_scaling_refuses_bad_flags(flags, message):
+    from eugen_nerf.bench.scaling import BenchScaling
+    from eugen_nerf.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        BenchScaling(**flags).run()
