@@ -19,7 +19,7 @@ from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
 
 STEP_TIME = "Train Iter (time)"  # nerfstudio's meter of rank 0's step: a running mean over the last 20 steps
-BUSY_SPREAD = 0.10  # repeats further apart than this (relative to their median) mean the machine was busy
+NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too noisy to trust
 SKIPPED_STEPS = 10  # the first steps allocate and warm caches
 
 
@@ -125,7 +125,7 @@ class BenchScaling:
             rows.append({
                 "preset": preset, "twin": twin, "processes": count, "rays_per_second": round(median, 1),
                 "repeats": [round(rate, 1) for rate in rates], "spread": round(spread, 3),
-                "busy": spread > BUSY_SPREAD, "speed_up_over_one_process": round(median / one, 3),
+                "noisy": spread > NOISY_SPREAD, "speed_up_over_one_process": round(median / one, 3),
             })
         return {"date": today(), "command": command_line("eugen bench scaling"), "cpu_count": os.cpu_count(),
                 "threads_per_process": self.threads_per_process, "steps": self.steps, "rows": rows}
@@ -135,7 +135,7 @@ class BenchScaling:
         for column in ("preset", "twin", "processes", "rays/s (median)", "range of repeats", "x one process"):
             table.add_column(column)
         for row in results["rows"]:
-            spread = f"{min(row['repeats']):,.0f}-{max(row['repeats']):,.0f}" + (" BUSY" if row["busy"] else "")
+            spread = f"{min(row['repeats']):,.0f}-{max(row['repeats']):,.0f}" + (" NOISY" if row["noisy"] else "")
             table.add_row(row["preset"], row["twin"], str(row["processes"]), f"{row['rays_per_second']:,.0f}",
                           spread, f"{row['speed_up_over_one_process']:.2f}")
         self.console.print(table)

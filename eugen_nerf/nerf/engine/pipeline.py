@@ -6,8 +6,8 @@ Differences from `nerfstudio.pipelines.base_pipeline.VanillaPipeline`, only when
   rank as a device id, which DDP refuses for a CPU model), after checking that every process built the
   same model (parameters and EUGen projections);
 - a training step that goes wrong on one process (NaN reaching an EUGen layer, a non-finite loss) is
-  known to all of them before the backward pass, so all stop together instead of the others waiting
-  forever in the gradient all-reduce.
+  known to all of them before the backward pass, so all stop together, after rank 0 has saved its last
+  finite state.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
   save loses at most that many steps;
 - with several processes (`--machine.num-devices N`, nerfstudio's data-parallel path, on CPUs too): every
   process builds the same model (the run's seed) and then samples its own rays (seed + rank), rank 0
-  alone evaluates and writes checkpoints (in the single-process layout, so every reader loads them), and
-  a divergence on any process stops all of them with rank 0's one line.
+  alone writes checkpoints (in the single-process layout, so every reader loads them), and a divergence
+  in a training step of any process stops all of them with rank 0's one line.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import profiler
 from nerfstudio.utils.rich_utils import CONSOLE
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 
 from eugen_nerf.errors import InputError
@@ -43,14 +44,9 @@ from eugen_nerf.nerf.engine.checkpoints import (
     remove_stale_temporaries,
     save_atomically,
 )
-from eugen_nerf.nerf.engine.distributed import (
-    is_distributed,
-    message_of_rank_zero,
-    rank,
-    seed_everything,
-    use_eugen_launcher,
-)
+from eugen_nerf.nerf.engine.distributed import is_distributed, message_of_rank_zero, rank, seed_everything
 from eugen_nerf.nerf.engine.finite import RenderNotFinite
+from eugen_nerf.nerf.engine.launcher import use_eugen_launcher
 from eugen_nerf.nerf.engine.pipeline import StepNotFinite
 
 
@@ -137,9 +133,12 @@ class EUGenTrainer(Trainer):
 
     def checkpoint_state(self, step: int, copy: bool = False) -> dict[str, Any]:
         """What a checkpoint holds; with `copy`, detached from the tensors the next steps change."""
-        # Keys as a single process names them (DDP adds "module."), so that every reader loads the checkpoint.
-        pipeline = {key.replace("_model.module.", "_model.", 1): value
-                    for key, value in self.pipeline.state_dict().items()}
+        pipeline = self.pipeline.state_dict()
+        if isinstance(self.pipeline._model, DistributedDataParallel):
+            # the keys a single process writes (DDP adds "module."), so that every reader loads the checkpoint
+            wrapped = "_model.module."
+            pipeline = {"_model." + key.removeprefix(wrapped) if key.startswith(wrapped) else key: value
+                        for key, value in pipeline.items()}
         return {
             "step": step,
             "pipeline": plain(pipeline, copy),
@@ -243,8 +242,6 @@ class EUGenTrainer(Trainer):
         return loss, loss_dict, metrics_dict
 
     def eval_iteration(self, step: int) -> None:
-        if rank() != 0:  # only rank 0 writes what evaluation measures
-            return
         try:
             super().eval_iteration(step)
         except NonFiniteInputError:
