@@ -14,14 +14,6 @@ import torch
 import torch.distributed as dist
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
 def seed_everything(seed: int) -> None:
     """What nerfstudio seeds before training: Python's, numpy's and torch's generators."""
     random.seed(seed)
@@ -36,9 +28,9 @@ def tensor_digests(module: torch.nn.Module) -> dict[str, str]:
             for name, tensor in tensors.items()}
 
 
-def require_same_model(module: torch.nn.Module) -> int:
+def require_same_model(module: torch.nn.Module) -> None:
     """Every process holds the same parameters and buffers (EUGen projections included); raises on every
-    process, naming the first tensor that differs, when one does not. Returns the number of tensors checked."""
+    process, naming the first tensor that differs, when one does not."""
     mine = tensor_digests(module)
     everyone: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, mine)
@@ -48,7 +40,6 @@ def require_same_model(module: torch.nn.Module) -> int:
         if differ:
             raise RuntimeError(f"the training processes built different models: {differ[0]} (and "
                                f"{len(differ) - 1} more) differ between rank 0 and rank {other_rank}")
-    return len(mine)
 
 
 def first_problem_of_any_rank(problem: str | None, device: torch.device | str) -> str | None:

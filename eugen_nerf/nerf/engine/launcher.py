@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from nerfstudio.utils import comms
 
-from eugen_nerf.errors import InputError, one_line_message
+from eugen_nerf.errors import InputError, one_line_message, print_error
 
 # Where each training process leaves its one-line error for the launching process to print.
 RANK_ERRORS_VARIABLE = "EUGEN_NERF_RANK_ERRORS"
@@ -40,7 +40,7 @@ def report_rank_error(global_rank: int, message: str) -> None:
     """Leave a process's one-line error where the launching process reads it (written whole, then renamed)."""
     folder = os.environ.get(RANK_ERRORS_VARIABLE)
     if folder is None:  # started by another launcher: say it here
-        print(f"error: {message}", file=sys.stderr)
+        print_error(message)
         return
     path = Path(folder) / f"rank-{global_rank:05d}.txt"
     temporary = path.with_suffix(".tmp")

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
-from nerfstudio.utils import profiler
+from nerfstudio.utils import comms, profiler
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
@@ -44,7 +44,7 @@ from eugen_nerf.nerf.engine.checkpoints import (
     remove_stale_temporaries,
     save_atomically,
 )
-from eugen_nerf.nerf.engine.distributed import is_distributed, message_of_rank_zero, rank, seed_everything
+from eugen_nerf.nerf.engine.distributed import message_of_rank_zero, seed_everything
 from eugen_nerf.nerf.engine.finite import RenderNotFinite
 from eugen_nerf.nerf.engine.launcher import use_eugen_launcher
 from eugen_nerf.nerf.engine.pipeline import StepNotFinite
@@ -106,7 +106,7 @@ class EUGenTrainer(Trainer):
             seed_everything(self.config.machine.seed)  # the same model on every process (nerfstudio adds the rank)
         super().setup(test_mode)
         if self.world_size > 1:
-            seed_everything(self.config.machine.seed + rank())  # then each process samples its own rays
+            seed_everything(self.config.machine.seed + comms.get_rank())  # then each process samples its own rays
 
     def setup_optimizers(self):
         # The learning rate decays over the run as configured: a schedule's length follows
@@ -149,7 +149,7 @@ class EUGenTrainer(Trainer):
         }
 
     def save_checkpoint(self, step: int) -> None:
-        if rank() != 0:  # the processes hold the same state; one writes it
+        if not comms.is_main_process():  # the processes hold the same state; one writes it
             return
         state = self.checkpoint_state(step)
         # A finite loss can still come with NaN gradients, and so NaN weights after the step: never save those.
@@ -170,7 +170,7 @@ class EUGenTrainer(Trainer):
     def keep_finite_copy(self, step: int) -> None:
         """Before `step` runs: every steps_per_finite_copy steps, copy the state the previous steps left."""
         every = self.config.steps_per_finite_copy
-        if every > 0 and rank() == 0 and step > self._start_step and step % every == 0:
+        if every > 0 and comms.is_main_process() and step > self._start_step and step % every == 0:
             self.finite_copy = self.checkpoint_state(step - 1, copy=True)
 
     def save_finite_copy(self) -> Path | None:
@@ -187,7 +187,7 @@ class EUGenTrainer(Trainer):
         return self.write_checkpoint(state)
 
     def _load_checkpoint(self) -> None:
-        if rank() == 0:
+        if comms.is_main_process():
             remove_stale_temporaries(self.checkpoint_dir.parent, STEP_CHECKPOINTS)
         if self.config.load_dir is not None:
             if self.config.load_step is None:
@@ -264,7 +264,7 @@ class EUGenTrainer(Trainer):
                 kept = "no checkpoint was written yet"
         message = (f"training diverged at step {step}: {what}; {kept}. Train again with a lower learning rate "
                    f"(now {lr_flags}) or more rays per batch (--pipeline.datamanager.train-num-rays-per-batch)")
-        if every_process and is_distributed():
+        if every_process and self.world_size > 1:
             message = message_of_rank_zero(message)
         return TrainingDiverged(message)
 
