@@ -1,7 +1,7 @@
 """The `eugen` command.
 
-    eugen GROUP NAME [flags]     bench layers|nerf|suite|scaling, scene blender|dnerf|unbounded|rgbd, render time-sweep,
-                                 isdf train|eval|mesh|bench (tyro dataclasses)
+    eugen GROUP NAME [flags]     bench layers|nerf|suite|scaling|quality, scene blender|dnerf|unbounded|rgbd,
+                                 render time-sweep, isdf train|eval|mesh|bench (tyro dataclasses)
     eugen demo [flags]           the README's main job
     eugen distill [flags]        a dense NeRF run -> an EUGen run, closed form (no backpropagation)
     eugen train PRESET [flags]   ns-train with a preset from configs/
@@ -27,7 +27,8 @@ SCENES = {kind: f"eugen_nerf.scenes.kinds:{cls}" for kind, cls in (
     ("blender", "BlenderScene"), ("dnerf", "DNeRFScene"), ("unbounded", "UnboundedScene"), ("rgbd", "RGBDScene"))}
 COMMANDS: dict[str, dict[str, str]] = {
     "bench": {"layers": "eugen_nerf.bench.layers:BenchLayers", "nerf": "eugen_nerf.bench.nerf:BenchNeRF",
-              "suite": "eugen_nerf.bench.suite:BenchSuite", "scaling": "eugen_nerf.bench.scaling:BenchScaling"},
+              "suite": "eugen_nerf.bench.suite:BenchSuite", "scaling": "eugen_nerf.bench.scaling:BenchScaling",
+              "quality": "eugen_nerf.bench.quality:BenchQuality"},
     "scene": SCENES,
     "render": {"time-sweep": "eugen_nerf.nerf.commands.time_sweep:RenderTimeSweep"},
     "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},

@@ -262,3 +262,14 @@ def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, t
     assert "missing: eugen-dnerf: no dense run" in (tmp_path / "lonely" / "suite.md").read_text()
     with pytest.raises(InputError, match="nowhere: not a run's config.yml or a folder of runs"):
         BenchSuite(runs=(tmp_path / "nowhere",), output_dir=tmp_path / "x").run()
+
+
+def test_adam_betas_are_a_flag_and_checked():
+    from eugen_nerf.nerf.engine.optimizers import AdamWithBetasConfig
+
+    parameters = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = AdamWithBetasConfig(lr=1e-2, betas=(0.9, 0.99)).setup(parameters)
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.99)
+    assert isinstance(methods.eugen_zipnerf.config.optimizers["fields"]["optimizer"], AdamWithBetasConfig)
+    with pytest.raises(InputError, match="betas must lie in"):
+        AdamWithBetasConfig(betas=(0.9, 1.0)).setup(parameters)

@@ -76,6 +76,9 @@ class ScaleAwareHashGrid(nn.Module):
         max_resolution: cells per unit length of the finest level.
         log2_hashmap_size: log2 of the hash-table entries per level.
         backend: auto | tcnn | torch, as --pipeline.model.hash-grid (see `choose_backend`).
+        feature_scale: the stored values are multiplied by this before anything reads them, and start this
+            many times smaller (camp_zipnerf's `precondition_scaling`, 10): the same initial features, which
+            Adam then moves this many times further per step than the MLPs' weights.
     """
 
     def __init__(
@@ -86,14 +89,22 @@ class ScaleAwareHashGrid(nn.Module):
         max_resolution: int,
         log2_hashmap_size: int,
         backend: str = "auto",
+        feature_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if feature_scale <= 0:
+            raise InputError(f"--pipeline.model.grid-feature-scale must be above 0, got {feature_scale}")
+        self.feature_scale = feature_scale
         self.backend = choose_backend(backend)
         self.num_levels = num_levels
         self.features_per_level = features_per_level
         self.encoding = HashEncoding(num_levels=num_levels, min_res=min_resolution, max_res=max_resolution,
                                      log2_hashmap_size=log2_hashmap_size, features_per_level=features_per_level,
                                      implementation=self.backend)
+        with torch.no_grad():
+            tcnn = self.encoding.tcnn_encoding
+            stored = self.encoding.hash_table if tcnn is None else tcnn.params
+            stored /= feature_scale
         # cells per unit length of each level (tiny-cuda-nn's differ from these by at most one cell)
         self.register_buffer("resolutions", self.encoding.scalings.clone().float(), persistent=False)
 
@@ -108,12 +119,15 @@ class ScaleAwareHashGrid(nn.Module):
         self, positions: Float[Tensor, "*bs multisamples 3"], stds: Float[Tensor, "*bs multisamples"]
     ) -> Float[Tensor, "*bs features"]:
         features = self.encoding(positions.reshape(-1, 3)).float()  # tiny-cuda-nn returns half precision
+        if self.feature_scale != 1.0:
+            features = features * self.feature_scale
         features = features.reshape(*positions.shape[:-1], self.num_levels, self.features_per_level)
         weighted = features * self.level_weights(stds)[..., None]
         return weighted.mean(dim=-3).flatten(-2)
 
     def weight_decay(self) -> Float[Tensor, ""]:
-        """Zip-NeRF's normalised weight decay: sum over levels of the mean squared feature."""
+        """Zip-NeRF's normalised weight decay: sum over levels of the mean squared stored value (the
+        feature over `feature_scale`, as camp_zipnerf)."""
         if self.encoding.tcnn_encoding is not None:
             # tiny-cuda-nn keeps all levels in one flat vector (coarse levels are smaller): approximate
             # the per-level means by the overall mean.

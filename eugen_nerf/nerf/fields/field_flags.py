@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from nerfstudio.field_components.encodings import Encoding, NeRFEncoding
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+from torch import nn
 
 from eugen_nerf.errors import InputError, check_flag_choice, flag_errors
 from eugen_nerf.layers.mlp import EUGenConfig
@@ -34,6 +35,19 @@ class ChecksModelTarget:
             named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
             raise InputError(f"pipeline.model._target is {named}, not {default.__qualname__}, the model of "
                              f"{type(self).__name__}: the run's config.yml was edited")
+
+
+DENSE_INITS = ("torch", "he")
+
+
+def initialise_dense_layers(module: nn.Module, init: str) -> None:
+    """Re-initialise every dense layer (`nn.Linear`) of `module` as `--pipeline.model.dense-init` says."""
+    if init == "torch":  # what nn.Linear did when it was built
+        return
+    for layer in module.modules():
+        if type(layer) is nn.Linear:
+            nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")  # U(+-sqrt(6 / fan_in))
+            nn.init.zeros_(layer.bias)
 
 
 @dataclass
@@ -70,9 +84,13 @@ class EUGenFieldFlags:
     """Frequencies of the position encoding."""
     direction_frequencies: int = 4
     """Frequencies of the direction encoding (up to 2^L); 0: the raw unit direction."""
+    dense_init: str = "torch"
+    """torch | he: the dense layers' initial weights: PyTorch's nn.Linear default, or He-uniform weights and
+    zero biases (camp_zipnerf's); EUGen layers keep their own."""
 
     def check_field_flags(self) -> None:
         check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
+        check_flag_choice("--pipeline.model.dense-init", self.dense_init, DENSE_INITS)
         with flag_errors("--pipeline.model.eugen"):
             self.eugen.validate()
         self.base_layer_kinds()
@@ -98,7 +116,7 @@ class EUGenFieldFlags:
     def make_field(
         self, position_encoding: Encoding | SampleEncoding, contraction: SpatialDistortion | None = None
     ) -> EUGenNeRFField:
-        return EUGenNeRFField(
+        field = EUGenNeRFField(
             position_encoding=position_encoding,
             direction_encoding=self.direction_encoding(),
             base_layer_kinds=self.base_layer_kinds(),
@@ -113,3 +131,5 @@ class EUGenFieldFlags:
             density_bias=self.density_bias,
             spatial_distortion=contraction,
         )
+        initialise_dense_layers(field, self.dense_init)
+        return field

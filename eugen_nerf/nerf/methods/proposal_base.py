@@ -34,7 +34,7 @@ from eugen_nerf.nerf.components.proposal_sampler import FrustumProposalSampler, 
 from eugen_nerf.nerf.engine.checkpoints import checked_state
 from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
-from eugen_nerf.nerf.fields.field_flags import ChecksModelTarget, EUGenFieldFlags
+from eugen_nerf.nerf.fields.field_flags import ChecksModelTarget, EUGenFieldFlags, initialise_dense_layers
 
 
 @dataclass
@@ -125,6 +125,7 @@ class ProposalNeRFModel(FiniteRenders, Model):
                                  config.proposal_mlp_layer_width, config.eugen)
             for level in range(len(config.num_proposal_samples_per_ray))
         )
+        initialise_dense_layers(self.proposal_networks, config.dense_init)
         self.proposal_sampler = FrustumProposalSampler(config.num_proposal_samples_per_ray,
                                                        config.num_nerf_samples_per_ray, self.initial_sampler())
         self.renderer_rgb = RGBRenderer(background_color=config.background_color)

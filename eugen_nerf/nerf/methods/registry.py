@@ -22,12 +22,12 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig  # noqa: 
 from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig  # noqa: E402
 from nerfstudio.data.dataparsers.dnerf_dataparser import DNeRFDataParserConfig  # noqa: E402
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig  # noqa: E402
-from nerfstudio.engine.optimizers import AdamOptimizerConfig  # noqa: E402
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
 from eugen_nerf.layers.eugen import NonFiniteInputError  # noqa: E402
 from eugen_nerf.nerf.engine.datamanager import EUGenDataManagerConfig  # noqa: E402
+from eugen_nerf.nerf.engine.optimizers import AdamWithBetasConfig  # noqa: E402
 from eugen_nerf.nerf.engine.pipeline import EUGenPipelineConfig  # noqa: E402
 from eugen_nerf.nerf.engine.trainer import EUGenTrainerConfig  # noqa: E402
 from eugen_nerf.nerf.methods.dnerf import EUGenDNeRFModelConfig  # noqa: E402
@@ -52,7 +52,8 @@ def trainer_defaults() -> dict:
     }
 
 
-def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8, warmup_steps: int = 0) -> dict:
+def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8, warmup_steps: int = 0,
+                    betas: tuple[float, float] = (0.9, 0.999)) -> dict:
     """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training
     (EUGenTrainer sets the decay's length to --max-num-iterations), after an optional warm-up: nerfstudio's
     sine ramp from 1e-8 over `warmup_steps` (`--optimizers.NAME.scheduler.warmup-steps`).
@@ -60,7 +61,7 @@ def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8,
     nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead (docs/methods/eugen-nerf.md says why not).
     """
     return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=eps),
+        "optimizer": AdamWithBetasConfig(lr=lr, eps=eps, betas=betas),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, warmup_steps=warmup_steps),
     }
 
@@ -111,14 +112,14 @@ eugen_mipnerf360 = method(
 )
 
 # Zip-NeRF at paper scale (hash grid 10x4 to 8192 with 2^21 entries per level, 64 + 64 + 32 samples,
-# Adam 1e-2 decayed to 1e-3 over 25k steps with eps 1e-15 as hash grids want, after Zip-NeRF's
+# Adam 1e-2 decayed to 1e-3 over 25k steps with betas 0.9 / 0.99 and eps 1e-15 as hash grids want, after Zip-NeRF's
 # 5,000-step warm-up (its lr_delay_steps, a sine ramp from ~0); 4096 rays per batch where Zip-NeRF
 # used 65536); on a CPU use `eugen train zipnerf-cpu`.
 ZIPNERF_WARMUP_STEPS = 5_000
 eugen_zipnerf = method(
     "eugen-zipnerf", "Zip-NeRF (torch or tiny-cuda-nn hash grid) with EUGen layers in its NeRF and proposal MLPs",
     NerfstudioDataParserConfig(data=embedded_scene("unbounded")), EUGenZipNeRFModelConfig(),
-    {name: adam_with_decay(1e-2, 1e-3, eps=1e-15, warmup_steps=ZIPNERF_WARMUP_STEPS)
+    {name: adam_with_decay(1e-2, 1e-3, eps=1e-15, warmup_steps=ZIPNERF_WARMUP_STEPS, betas=(0.9, 0.99))
      for name in ("fields", "proposal_networks")},
     max_num_iterations=25_000, train_num_rays_per_batch=4096,
 )

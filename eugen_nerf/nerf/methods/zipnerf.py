@@ -121,8 +121,21 @@ class EUGenZipNeRFModelConfig(ProposalNeRFModelConfig):
     """Proposal-MLP hidden layers that become EUGen layers (none: 1x64 on 6-8 grid features is cheaper dense)."""
     interlevel_blur_radii: tuple[float, ...] = (0.03, 0.003)
     """Half-width of each proposal level's box blur in the interlevel loss (Zip-NeRF: 0.03, 0.003)."""
-    hash_decay_mult: float = 0.1
-    """Weight of the grids' normalised weight decay (Zip-NeRF: 0.1)."""
+    interlevel_loss_mult: float = 0.01
+    """Weight of the anti-aliased interlevel loss per proposal level (Zip-NeRF: 0.01)."""
+    hash_decay_mult: float = 0.05
+    """Weight of the grids' normalised weight decay, sum over levels of the mean squared stored value
+    (camp_zipnerf: 0.1 on half the mean square)."""
+    grid_feature_scale: float = 10.0
+    """The grids' stored values are multiplied by this and start this many times smaller, so Adam moves the
+    features this many times faster than the MLPs (camp_zipnerf's precondition_scaling: 10)."""
+    dense_init: str = "he"
+    """torch | he: the dense layers' initial weights (Zip-NeRF: He-uniform weights, zero biases)."""
+
+    def __setstate__(self, state: dict) -> None:
+        # A run written before the grid's feature scale existed trained without it, and must render so.
+        super().__setstate__({"grid_feature_scale": 1.0, "dense_init": "torch", "interlevel_loss_mult": 1.0,
+                              "hash_decay_mult": 0.1, **state})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -157,7 +170,7 @@ class EUGenZipNeRFModel(ProposalNeRFModel):
         """A multisampled scale-aware grid; the NeRF's and the proposals' differ only in these sizes."""
         config = self.config
         grid = ScaleAwareHashGrid(num_levels, features_per_level, config.grid_min_resolution, max_resolution,
-                                  config.grid_log2_hashmap_size, config.hash_grid)
+                                  config.grid_log2_hashmap_size, config.hash_grid, config.grid_feature_scale)
         assert isinstance(contraction, L2SceneContraction)
         return MultisampledGridEncoding(grid, contraction)
 

@@ -1,0 +1,397 @@
+"""`eugen bench quality PRESET...`: both twins of each preset trained on several seeds, their test-split
+quality, learning curves and failures, and the EUGen - dense gap with its spread.
+
+Each (preset, twin, seed) is a real `eugen train PRESET --pipeline.model.layer TWIN --machine.seed SEED`
+in its own process (--jobs at a time, --threads-per-job torch threads each), logging to tensorboard:
+nerfstudio's train-batch PSNR every 10 steps and, every --curve-every steps, the PSNR of one batch of
+test rays (the learning curves). Finished runs under --output-dir are reused and interrupted ones resumed
+from their last checkpoint, so the benchmark can be stopped and started again. Each run is then evaluated
+on the test split (PSNR / SSIM / LPIPS where its weights can be had, median depth) and flagged as failed
+when (docs/benchmarks.md says why these):
+- training stopped (a divergence, an error);
+- its final train PSNR is more than FAILED_TRAIN_PSNR_DB below the best run of the same preset;
+- its median test depth lies in front of the training near plane (a "screen" in front of the cameras);
+- its median test depth is more than DEPTH_FACTOR times off the median of the preset's runs (the far
+  background, or a screen where no near plane is set).
+The summary per preset gives each twin's test PSNR as mean +- sd over the runs that trained, and the
+EUGen - dense gap over the seeds where both twins trained. Writes quality.json, quality.md and one
+learning-curve plot per preset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import tyro
+from rich.console import Console
+
+from eugen_nerf.bench.timing import command_line, today, write_json_results
+from eugen_nerf.errors import InputError
+from eugen_nerf.presets import load_preset
+
+FAILED_TRAIN_PSNR_DB = 3.0  # a run this far below the preset's best train PSNR did not learn the scene
+DEPTH_FACTOR = 5.0  # median test depths of runs that learned the same scene agree within this factor
+FINAL_FRACTION = 0.1  # the final train PSNR is the mean over this last part of the logged steps
+# Learning curves are the PSNR of each logged batch's colour loss (an MSE in every method here; the fine
+# network's where there are two), which nerfstudio logs for every method alike: its train-batch PSNR metric
+# is logged by some models only.
+COLOUR_LOSSES = ("rgb_loss_fine", "rgb_loss")
+TRAIN_LOSS_TAG = "Train Loss Dict/{}"
+TEST_LOSS_TAG = "Eval Loss Dict/{}"  # nerfstudio's eval batch: one batch of test rays
+TWINS = ("dense", "eugen")
+
+
+@dataclass
+class QualityRun:
+    """One training of the benchmark: where it lives and how it is started or resumed."""
+
+    preset: str
+    twin: str
+    seed: int
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.preset}-{self.twin}-seed{self.seed}"
+
+    def folder(self) -> Path | None:
+        """The run folder nerfstudio made (ROOT/NAME/METHOD/run), once it exists."""
+        found = sorted(self.root.glob(f"{self.name}/*/run/config.yml"))
+        return found[0].parent if found else None
+
+    def checkpoint_step(self) -> int | None:
+        from eugen_nerf.nerf.engine.checkpoints import STEP_CHECKPOINTS, checkpoint_step
+
+        folder = self.folder()
+        if folder is None:
+            return None
+        steps = [checkpoint_step(path) for path in (folder / "nerfstudio_models").glob(STEP_CHECKPOINTS)]
+        return max((step for step in steps if step is not None), default=None)
+
+    def finished(self, total_steps: int) -> bool:
+        step = self.checkpoint_step()
+        return step is not None and step >= total_steps - 1
+
+    def command(self, total_steps: int, curve_every: int, extra_flags: tuple[str, ...]) -> list[str]:
+        command = [sys.executable, "-m", "eugen_nerf.cli", "train", self.preset, "--pipeline.model.layer", self.twin,
+                   "--machine.seed", str(self.seed), "--max-num-iterations", str(total_steps),
+                   "--steps-per-eval-batch", str(curve_every), "--vis", "tensorboard",
+                   "--output-dir", str(self.root), "--experiment-name", self.name, "--timestamp", "run",
+                   *extra_flags]
+        if self.checkpoint_step() is not None:  # interrupted: go on from its last checkpoint
+            command += ["--load-dir", str(self.folder() / "nerfstudio_models")]
+        return command
+
+
+@dataclass
+class BenchQuality:
+    """Both twins of each preset on several seeds: test quality, learning curves, failures, the gap."""
+
+    presets: tyro.conf.Positional[tuple[str, ...]]
+    """Presets (configs/ names or preset files) to train."""
+    seeds: tuple[int, ...] = (42, 1, 2)
+    """Seeds (--machine.seed) of each twin."""
+    twins: tuple[str, ...] = TWINS
+    """Which twins to train (--pipeline.model.layer)."""
+    jobs: int = 2
+    """Trainings at a time."""
+    threads_per_job: int = 1
+    """torch threads of each training (OMP_NUM_THREADS)."""
+    steps: int | None = None
+    """Training steps of every run (default: each preset's --max-num-iterations)."""
+    curve_every: int = 50
+    """Steps between two test-batch PSNR points of the learning curves."""
+    test_views: int | None = None
+    """Evaluate on the first N test views only (default: all)."""
+    output_dir: Path = Path("bench-quality")
+    """Where runs/, logs/, quality.json, quality.md and the plots go; its finished runs are reused."""
+    train_flags: str = ""
+    """More ns-train flags for every run, in one string after an equals sign
+    (--train-flags="--pipeline.model.dense-init he")."""
+    console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
+
+    def run(self) -> dict:
+        self.check_flags()
+        presets = {name: load_preset(name) for name in self.presets}  # a wrong name is one line before training
+        total_steps = {name: self.steps or int(preset.flags.get("max-num-iterations", 0)) for name, preset
+                       in presets.items()}
+        for name, steps in total_steps.items():
+            if steps < 1:
+                raise InputError(f"preset {name} sets no max-num-iterations: give --steps")
+        root = self.output_dir / "runs"
+        runs = [QualityRun(preset, twin, seed, root)
+                for seed in self.seeds for preset in self.presets for twin in self.twins]
+        errors = self.train_all(runs, total_steps)
+        results = {"date": today(), "command": command_line("eugen bench quality"), "cpu_count": os.cpu_count(),
+                   "train_flags": self.train_flags,
+                   "jobs": self.jobs, "threads_per_job": self.threads_per_job, "curve_every": self.curve_every,
+                   "failure_rules": {"train_psnr_below_best_db": FAILED_TRAIN_PSNR_DB, "depth_factor": DEPTH_FACTOR},
+                   "presets": {}}
+        for preset in self.presets:
+            rows = [self.measure(run, total_steps[preset], errors.get(run.name)) for run in runs
+                    if run.preset == preset]
+            flag_failures(rows)
+            results["presets"][preset] = {"steps": total_steps[preset], "flags": presets[preset].flags,
+                                          "runs": rows, "summary": summarise(rows, self.twins)}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_json_results(results, self.output_dir / "quality.json", self.console)
+        table = markdown_report(results)
+        (self.output_dir / "quality.md").write_text(table)
+        self.console.print(table, soft_wrap=True, markup=False, highlight=False)
+        for preset, entry in results["presets"].items():
+            plot_learning_curves(preset, entry["runs"], self.output_dir / f"curves-{preset}.png")
+        return results
+
+    def check_flags(self) -> None:
+        for name in ("jobs", "threads_per_job", "curve_every"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}")
+        for name in ("steps", "test_views"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be 1 or more, got {getattr(self, name)}")
+        if not self.seeds:
+            raise InputError("--seeds needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise InputError(f"--seeds repeats a seed: {self.seeds}")
+        unknown = [twin for twin in self.twins if twin not in TWINS]
+        if unknown or not self.twins:
+            raise InputError(f"--twins must be among {', '.join(TWINS)}, got {self.twins}")
+
+    def train_all(self, runs: list[QualityRun], total_steps: dict[str, int]) -> dict[str, str]:
+        """Train every unfinished run, --jobs at a time; the last line of each training that failed, by name."""
+        logs = self.output_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        waiting = [run for run in runs if not run.finished(total_steps[run.preset])]
+        for run in runs:
+            if run not in waiting:
+                self.console.print(f"{run.name}: finished before, reused")
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads_per_job)}
+        running: list[tuple[QualityRun, subprocess.Popen, float]] = []
+        errors: dict[str, str] = {}
+        while waiting or running:
+            while waiting and len(running) < self.jobs:
+                run = waiting.pop(0)
+                command = run.command(total_steps[run.preset], self.curve_every, tuple(shlex.split(self.train_flags)))
+                log = (logs / f"{run.name}.log").open("a")
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                log.close()
+                running.append((run, process, time.monotonic()))
+                self.console.print(f"{run.name}: training ({' '.join(command[3:])})")
+            time.sleep(1.0)
+            for entry in [entry for entry in running if entry[1].poll() is not None]:
+                run, process, started = entry
+                running.remove(entry)
+                minutes = (time.monotonic() - started) / 60
+                if process.returncode == 0:
+                    self.console.print(f"{run.name}: trained in {minutes:.1f} min")
+                    continue
+                lines = (logs / f"{run.name}.log").read_text(errors="replace").strip().splitlines() or ["no output"]
+                errors[run.name] = lines[-1]
+                self.console.print(f"[red]{run.name}: training stopped[/red] after {minutes:.1f} min: {lines[-1]}")
+        return errors
+
+    def measure(self, run: QualityRun, total_steps: int, error: str | None) -> dict:
+        """A run's row: test metrics, median depth, final train PSNR and curves (what of them exists)."""
+        row: dict = {"twin": run.twin, "seed": run.seed, "run": None, "error": error, "failed": [],
+                     "steps": run.checkpoint_step()}
+        folder = run.folder()
+        if folder is None or row["steps"] is None:
+            row["failed"].append(f"no checkpoint ({error or 'not trained'})")
+            return row
+        row["run"] = str(folder)
+        if error is not None or row["steps"] < total_steps - 1:
+            row["failed"].append(f"stopped at step {row['steps']}: {error or 'unfinished'}")
+        row["curves"] = read_curves(folder)
+        row["train_psnr_final"] = final_value(row["curves"]["train_psnr"])
+        self.console.print(f"{run.name}: evaluating on the test split")
+        row.update(evaluate_run(folder / "config.yml", self.test_views))
+        return row
+
+
+def read_curves(folder: Path) -> dict[str, list[list[float]]]:
+    """[step, PSNR] pairs of the train batches and of the test batches, from the run's tensorboard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+
+    def pairs(pattern: str) -> list[list[float]]:
+        tag = next((pattern.format(loss) for loss in COLOUR_LOSSES if pattern.format(loss) in tags), None)
+        if tag is None:
+            return []
+        latest = {event.step: event.value for event in events.Scalars(tag)}  # a resumed run logs a step again
+        return [[step, round(psnr_of_mse(latest[step]), 4)] for step in sorted(latest)]
+
+    return {"train_psnr": pairs(TRAIN_LOSS_TAG), "test_psnr": pairs(TEST_LOSS_TAG)}
+
+
+def psnr_of_mse(mse: float) -> float:
+    return -10.0 * math.log10(max(mse, 1e-10))
+
+
+def final_value(pairs: list[list[float]]) -> float | None:
+    """The mean over the last FINAL_FRACTION of the logged points (one batch's PSNR is noisy)."""
+    if not pairs:
+        return None
+    tail = pairs[-max(1, round(len(pairs) * FINAL_FRACTION)):]
+    return round(statistics.fmean(value for _, value in tail), 3)
+
+
+def evaluate_run(config_path: Path, test_views: int | None) -> dict:
+    """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth."""
+    from eugen_nerf.bench.suite import _metric
+    from eugen_nerf.nerf.engine.runs import load_pipeline
+
+    pipeline, _, _ = load_pipeline(config_path, "run", test_mode="test")
+    model = pipeline.model
+    metrics: dict[str, list[float]] = {}
+    depths: list[torch.Tensor] = []
+    with torch.no_grad():
+        for index, (camera, batch) in enumerate(pipeline.datamanager.fixed_indices_eval_dataloader):
+            if test_views is not None and index >= test_views:
+                break
+            outputs = model.get_outputs_for_camera(camera=camera)
+            image_metrics, _ = model.get_image_metrics_and_images(outputs, batch)
+            for name, value in image_metrics.items():
+                metrics.setdefault(name, []).append(float(value))
+            depth = outputs.get("depth", outputs.get("depth_fine"))
+            if depth is not None:
+                depths.append(depth.flatten().float())
+    averaged = {name: statistics.fmean(values) for name, values in metrics.items()}
+    collider = getattr(model.config, "collider_params", None) or {}
+    return {
+        "test_psnr": round(_metric(averaged, "psnr"), 3),
+        "test_ssim": _rounded(_metric(averaged, "ssim")),
+        "test_lpips": _rounded(_metric(averaged, "lpips")),
+        "test_views": len(next(iter(metrics.values()), [])),
+        "median_test_depth": round(float(torch.cat(depths).median()), 4) if depths else None,
+        "near_plane": collider.get("near_plane"),
+    }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def flag_failures(rows: list[dict]) -> None:
+    """Add the flags that compare a run with the other runs of its preset (module docstring)."""
+    trained = [row for row in rows if row.get("train_psnr_final") is not None]
+    best = max((row["train_psnr_final"] for row in trained), default=None)
+    depths = [row["median_test_depth"] for row in trained if row.get("median_test_depth") is not None]
+    typical = statistics.median(depths) if depths else None
+    for row in trained:
+        if best is not None and row["train_psnr_final"] < best - FAILED_TRAIN_PSNR_DB:
+            row["failed"].append(f"train PSNR {row['train_psnr_final']:.2f} dB, more than {FAILED_TRAIN_PSNR_DB:g} dB "
+                                 f"below the preset's best ({best:.2f})")
+        depth, near = row.get("median_test_depth"), row.get("near_plane")
+        if depth is None:
+            continue
+        if near is not None and depth < near:
+            row["failed"].append(f"median test depth {depth:.3g} in front of the near plane {near:g} (a screen)")
+        elif typical and not typical / DEPTH_FACTOR <= depth <= typical * DEPTH_FACTOR:
+            row["failed"].append(f"median test depth {depth:.3g}, more than {DEPTH_FACTOR:g}x off the preset's "
+                                 f"median {typical:.3g}")
+
+
+def mean_sd(values: list[float]) -> dict:
+    return {"n": len(values), "mean": round(statistics.fmean(values), 3) if values else None,
+            "sd": round(statistics.stdev(values), 3) if len(values) > 1 else None}
+
+
+def summarise(rows: list[dict], twins: tuple[str, ...]) -> dict:
+    """Per twin: test PSNR / SSIM over the runs that trained (and over all); the paired EUGen - dense gap."""
+    summary: dict = {}
+    for twin in twins:
+        mine = [row for row in rows if row["twin"] == twin and row.get("test_psnr") is not None]
+        good = [row for row in mine if not row["failed"]]
+        summary[twin] = {"test_psnr": mean_sd([row["test_psnr"] for row in good]),
+                         "test_ssim": mean_sd([row["test_ssim"] for row in good if row["test_ssim"] is not None]),
+                         "test_psnr_all_runs": mean_sd([row["test_psnr"] for row in mine]),
+                         "failed_seeds": [row["seed"] for row in rows if row["twin"] == twin and row["failed"]]}
+    if set(TWINS) <= set(twins):
+        by_seed = {(row["twin"], row["seed"]): row for row in rows}
+        gaps = [by_seed[("eugen", seed)]["test_psnr"] - by_seed[("dense", seed)]["test_psnr"]
+                for seed in sorted({row["seed"] for row in rows})
+                if all(not by_seed[(twin, seed)]["failed"] for twin in TWINS)]
+        summary["gap_eugen_minus_dense"] = mean_sd(gaps)
+    return summary
+
+
+def _format(entry: dict, spec: str = ".2f") -> str:
+    sd = "" if entry["sd"] is None else f" ± {entry['sd']:{spec}}"
+    return f"{entry['mean']:{spec}}{sd} (n = {entry['n']})"
+
+
+def markdown_report(results: dict) -> str:
+    lines = [f"Quality benchmark, {results['date']}: `{results['command']}`", ""]
+    for preset, entry in results["presets"].items():
+        lines += [f"## {preset} ({entry['steps']} steps)", "",
+                  "| twin | seed | test PSNR | SSIM | LPIPS | final train PSNR | median test depth | failed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in entry["runs"]:
+            lines.append(f"| {row['twin']} | {row['seed']} | {_cell(row.get('test_psnr'), '.2f')} | "
+                         f"{_cell(row.get('test_ssim'), '.3f')} | {_cell(row.get('test_lpips'), '.3f')} | "
+                         f"{_cell(row.get('train_psnr_final'), '.2f')} | "
+                         f"{_cell(row.get('median_test_depth'), '.3g')} | "
+                         f"{'; '.join(row['failed']) or 'no'} |")
+        summary = entry["summary"]
+        lines.append("")
+        for twin in (name for name in TWINS if name in summary):
+            failed = summary[twin]["failed_seeds"]
+            quality = summary[twin]["test_psnr"]
+            said = f"test PSNR {_format(quality)} dB over the runs that trained" if quality["n"] else "no run trained"
+            lines.append(f"- {twin}: {said}" + (f"; failed on seeds {', '.join(map(str, failed))}" if failed else ""))
+        gap = summary.get("gap_eugen_minus_dense")
+        if gap is not None:
+            lines.append("- EUGen − dense on the seeds where both twins trained: "
+                         + (f"{_format(gap)} dB" if gap["n"] else "no such seed"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def plot_learning_curves(preset: str, rows: list[dict], path: Path) -> None:
+    """Train-batch PSNR (smoothed) and test-batch PSNR against the step, one line per run; failed runs dashed."""
+    from eugen_nerf.bench.suite import _pyplot
+
+    plt = _pyplot()
+    figure, (train_axes, test_axes) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    colours = {"dense": "tab:blue", "eugen": "tab:orange"}
+    for row in rows:
+        curves = row.get("curves")
+        if not curves:
+            continue
+        style = {"color": colours[row["twin"]], "linestyle": "--" if row["failed"] else "-", "linewidth": 1.0,
+                 "label": f"{row['twin']} seed {row['seed']}" + (" (failed)" if row["failed"] else "")}
+        for axes, pairs, window in ((train_axes, curves["train_psnr"], 10), (test_axes, curves["test_psnr"], 1)):
+            if pairs:
+                steps, values = zip(*pairs, strict=True)
+                axes.plot(steps, running_mean(list(values), window), **style)
+    train_axes.set_title(f"{preset}: train-batch PSNR (mean of 10 logged batches)", fontsize=9)
+    test_axes.set_title(f"{preset}: test-batch PSNR", fontsize=9)
+    for axes in (train_axes, test_axes):
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+    train_axes.set_ylabel("PSNR (dB)")
+    if test_axes.get_legend_handles_labels()[0]:
+        test_axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def running_mean(values: list[float], window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, index - window + 1):index + 1]) for index in range(len(values))]

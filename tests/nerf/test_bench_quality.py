@@ -1,0 +1,86 @@
+"""`eugen bench quality`: its failure flags and summary (fast), and a 2-step, 1-seed smoke of the real command."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from eugen_nerf.bench.quality import flag_failures, psnr_of_mse, summarise
+
+
+def row(twin: str, seed: int, test_psnr: float, train_psnr: float, depth: float | None = 2.0,
+        near: float | None = 0.2) -> dict:
+    return {"twin": twin, "seed": seed, "failed": [], "test_psnr": test_psnr, "test_ssim": 0.5,
+            "train_psnr_final": train_psnr, "median_test_depth": depth, "near_plane": near}
+
+
+def test_failure_flags_catch_a_stalled_run_a_screen_and_the_background():
+    rows = [row("dense", 42, 24.0, 28.0), row("eugen", 42, 25.0, 29.0),
+            row("dense", 1, 19.0, 25.5),  # stalled: 3.5 dB below the best train PSNR
+            row("eugen", 1, 24.5, 28.5, depth=0.05),  # a screen in front of the near plane
+            row("dense", 2, 20.0, 28.2, depth=15.0),  # the far background: 7.5x the preset's median depth
+            row("eugen", 2, 25.5, 28.8, depth=1.2)]
+    flag_failures(rows)
+    failed = {(r["twin"], r["seed"]): r["failed"] for r in rows}
+    assert failed[("dense", 42)] == failed[("eugen", 42)] == failed[("eugen", 2)] == []
+    assert "below the preset's best" in failed[("dense", 1)][0]
+    assert "near plane" in failed[("eugen", 1)][0]
+    assert "off the preset's median" in failed[("dense", 2)][0]
+
+
+def test_summary_averages_the_runs_that_trained_and_pairs_the_gap_by_seed():
+    rows = [row("dense", 42, 24.0, 28.0), row("eugen", 42, 25.0, 29.0),
+            row("dense", 1, 22.0, 28.0), row("eugen", 1, 22.5, 28.0),
+            row("dense", 2, 12.0, 20.0), row("eugen", 2, 26.0, 29.0)]
+    rows[4]["failed"].append("stalled")
+    summary = summarise(rows, ("dense", "eugen"))
+    assert summary["dense"]["test_psnr"] == {"n": 2, "mean": 23.0, "sd": round(math.sqrt(2.0), 3)}
+    assert summary["dense"]["test_psnr_all_runs"]["n"] == 3
+    assert summary["dense"]["failed_seeds"] == [2]
+    # seed 2 is no comparison: its dense twin failed
+    assert summary["gap_eugen_minus_dense"] == {"n": 2, "mean": 0.75, "sd": round(math.sqrt(0.125), 3)}
+
+
+def test_psnr_of_a_colour_loss():
+    assert psnr_of_mse(0.01) == pytest.approx(20.0)
+    assert psnr_of_mse(1e-3) == pytest.approx(30.0)
+
+
+@pytest.mark.slow
+def test_bench_quality_smoke_trains_both_twins_evaluates_and_reuses_finished_runs(tiny_blender, tmp_path):
+    command = [sys.executable, "-m", "eugen_nerf.cli", "bench", "quality", "nerf-cpu", "--seeds", "42",
+               "--steps", "2", "--curve-every", "1", "--output-dir", str(tmp_path),
+               f"--train-flags=--pipeline.datamanager.data {tiny_blender}"]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    results = json.loads((tmp_path / "quality.json").read_text())
+    runs = results["presets"]["nerf-cpu"]["runs"]
+    assert [(r["twin"], r["seed"], r["steps"]) for r in runs] == [("dense", 42, 1), ("eugen", 42, 1)]
+    for run in runs:
+        assert math.isfinite(run["test_psnr"]) and run["test_views"] == 1
+        assert [step for step, _ in run["curves"]["test_psnr"]] == [1]  # nerfstudio skips the eval batch at step 0
+        assert run["curves"]["train_psnr"][0][0] == 0
+    assert (tmp_path / "curves-nerf-cpu.png").stat().st_size > 0
+    assert "| dense | 42 |" in (tmp_path / "quality.md").read_text()
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("finished before, reused") == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"jobs": 0}, "--jobs must be 1 or more"),
+    ({"seeds": (1, 1)}, "--seeds repeats a seed"),
+    ({"twins": ("sparse",)}, "--twins must be among"),
+    ({"steps": 0}, "--steps must be 1 or more"),
+    ({"presets": ("no-such-preset",)}, "no such preset"),
+])
+def test_bench_quality_refuses_bad_flags(flags, message):
+    from eugen_nerf.bench.quality import BenchQuality
+    from eugen_nerf.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        BenchQuality(**{"presets": ("nerf-cpu",), **flags}).run()
