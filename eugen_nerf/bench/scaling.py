@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -73,8 +74,9 @@ class BenchScaling:
     """Runs of each (preset, twin, processes), interleaved; the median is reported with the range."""
     output: Path | None = None
     """Write the results as JSON here."""
-    extra_flags: tuple[str, ...] = ()
-    """More ns-train flags for every run (e.g. a dataparser with --data)."""
+    train_flags: str = ""
+    """More ns-train flags for every run, in one string after an equals sign
+    (--train-flags="--pipeline.datamanager.data my-scene")."""
 
     def run(self) -> dict:
         for name in ("steps", "repeats", "threads_per_process"):
@@ -107,7 +109,7 @@ class BenchScaling:
                    "--machine.device-type", "cpu", "--machine.num-devices", str(count),
                    "--max-num-iterations", str(self.steps), "--steps-per-save", str(10**9),
                    "--output-dir", str(output), "--experiment-name", "scaling", "--timestamp", "run",
-                   "--vis", "tensorboard", *self.extra_flags]
+                   "--vis", "tensorboard", *shlex.split(self.train_flags)]
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads_per_process)}
         finished = subprocess.run(command, capture_output=True, text=True, env=env)
         if finished.returncode != 0:

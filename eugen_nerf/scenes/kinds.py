@@ -59,7 +59,13 @@ def _torus(center, tube: float = 0.08, radius: float = 0.45) -> o3d.geometry.Tri
     return o3d.geometry.TriangleMesh.create_torus(radius, tube, 32, 16).translate(center)
 
 
-def object_parts(time: float | None = None) -> list[Part]:
+def finer(parts: list[Part], thin: list[Part]) -> list[Part]:
+    """The harder version of a scene (--fine-detail): patterns twice as fine with a finer one over them,
+    and thin structures a few pixels wide."""
+    return [Part(p.mesh, p.color, p.pattern, 2 * p.frequency, 0.5) for p in parts] + thin
+
+
+def object_parts(time: float | None = None, fine_detail: bool = False) -> list[Part]:
     """The object of the blender (static) and dnerf (time in [0, 1]) scenes, within about [-1, 1]^3."""
     t = 0.0 if time is None else time
     bob = 0.25 * math.sin(2 * math.pi * t) if time is not None else 0.0
@@ -75,10 +81,15 @@ def object_parts(time: float | None = None) -> list[Part]:
         ),
         Part(_torus((-0.5, 0.45, -0.1)), (0.3, 0.8, 0.35), "stripes", 16.0),
     ]
-    return parts
+    if not fine_detail:
+        return parts
+    thin = [Part(_cylinder(0.025, 1.1, (0.6 * math.cos(a), 0.6 * math.sin(a), 0.35)), (0.95, 0.9, 0.3), "rings", 40.0)
+            for a in (0.6, 2.6, 4.6)]  # three rods standing on the box
+    thin.append(Part(_torus((0.0, 0.0, 0.25 + bob), tube=0.02, radius=0.55), (0.9, 0.9, 0.95), "plain"))  # a hoop
+    return finer(parts, thin)
 
 
-def unbounded_parts() -> list[Part]:
+def unbounded_parts(fine_detail: bool = False) -> list[Part]:
     """An object on a ground plane, pillars around it, a textured dome: every ray hits something."""
     parts = [
         Part(_box((40.0, 40.0, 0.2), (0.0, 0.0, -0.1)), (0.55, 0.6, 0.5), "checker", 3.0),
@@ -92,7 +103,11 @@ def unbounded_parts() -> list[Part]:
         parts.append(
             Part(_cylinder(0.35, 3.0, (6.0 * math.cos(angle), 6.0 * math.sin(angle), 1.5)), color, "rings", 8.0)
         )
-    return parts
+    if not fine_detail:
+        return parts
+    thin = [Part(_cylinder(0.03, 1.6, (1.1 * math.cos(a), 1.1 * math.sin(a), 0.8)), (0.95, 0.95, 0.9), "rings", 30.0)
+            for a in np.linspace(0.0, 2 * math.pi, 6, endpoint=False)]  # a fence of thin poles round the object
+    return finer(parts, thin)
 
 
 ROOM_BOUNDS = np.array([[-2.6, -2.1, -0.1], [2.6, 2.1, 2.7]])  # outer faces of the walls, floor, ceiling
@@ -131,6 +146,9 @@ class SceneOptions:
     """Seed of the camera placement (the scene is the same for every seed)."""
     specular: float = 0.0
     """Strength of a view-dependent highlight (0 = view-independent shading)."""
+    fine_detail: bool = False
+    """The harder scene: patterns twice as fine with a finer one over them, and thin structures (rods and a
+    hoop on the object, a fence of poles in the unbounded scene); the rgbd room is unchanged."""
 
     def validate(self, positive: dict[str, float], angles: dict[str, float] | None = None) -> None:
         """Check width, height, the kind's own `positive` flags (counts and finite sizes) and its
@@ -238,7 +256,7 @@ def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, 
     rng = opts.rng()
     out = opts.output
     intr = Intrinsics.from_fov(opts.width, opts.height, opts.camera_angle_x)
-    static_scene = None if timed else Scene(object_parts())
+    static_scene = None if timed else Scene(object_parts(fine_detail=opts.fine_detail))
     total = sum(splits.values())
     with _progress(console) as progress:
         task = progress.add_task(f"rendering {out.name}", total=total)
@@ -249,7 +267,7 @@ def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, 
                 # Train times evenly cover [0, 1]; val/test times fall between them.
                 time = (index + (0.0 if split == "train" else 0.5)) / max(count - (1 if split == "train" else 0), 1)
                 time = float(min(time, 1.0))
-                scene = static_scene or Scene(object_parts(time))
+                scene = static_scene or Scene(object_parts(time, opts.fine_detail))
                 _write_view(
                     scene,
                     intr,
@@ -293,7 +311,7 @@ class UnboundedScene(SceneOptions):
         self.validate({"views": self.views, "test_every": self.test_every}, {"fov_x": self.fov_x})
         rng, out = self.rng(), self.output
         intr = Intrinsics.from_fov(self.width, self.height, self.fov_x)
-        scene = Scene(unbounded_parts())
+        scene = Scene(unbounded_parts(self.fine_detail))
         frames, train, test = [], [], []
         with _progress(console) as progress:
             task = progress.add_task(f"rendering {out.name}", total=self.views)

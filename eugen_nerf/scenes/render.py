@@ -24,6 +24,7 @@ class Part:
     color: tuple[float, float, float]
     pattern: str = "stripes"  # stripes | checker | rings | plain
     frequency: float = 6.0
+    detail: float = 0.0  # strength of a second, four times finer pattern over the first (0: none)
 
 
 def texture(points: np.ndarray, part: Part) -> np.ndarray:
@@ -40,6 +41,9 @@ def texture(points: np.ndarray, part: Part) -> np.ndarray:
         mod = 0.5 + 0.5 * np.cos(f * np.linalg.norm(points[:, :2], axis=1))
     else:
         mod = np.ones(len(points))
+    if part.detail > 0:  # fine dots: a product of sines four times the pattern's frequency on every axis
+        fine = 0.5 + 0.5 * np.prod(np.sin(4 * f * points + np.array([0.3, 1.1, 2.0])), axis=1)
+        mod = (1 - part.detail) * mod + part.detail * fine
     # 45-100% of the base colour, plus a second hue so the pattern shows in every channel.
     return np.clip(base * (0.45 + 0.55 * mod[:, None]) + 0.15 * (1 - mod[:, None]) * base[:, ::-1], 0, 1)
 
