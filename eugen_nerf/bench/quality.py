@@ -2,13 +2,14 @@
 quality, learning curves and failures, and the EUGen - dense gap with its spread.
 
 Each (preset, twin, seed) is a real `eugen train PRESET --pipeline.model.layer TWIN --machine.seed SEED`
-in its own process (--jobs at a time, --threads-per-job torch threads each), logging to tensorboard:
-nerfstudio's train-batch PSNR every 10 steps and, every --curve-every steps, the PSNR of one batch of
-test rays (the learning curves). Finished runs under --output-dir are reused and interrupted ones resumed
-from their last checkpoint, so the benchmark can be stopped and started again. Each run is then evaluated
-on the test split (PSNR / SSIM / LPIPS where its weights can be had, median depth) and flagged as failed
-when (docs/benchmarks.md says why these):
-- training stopped (a divergence, an error);
+in its own process (--jobs at a time, --threads-per-job torch threads each), logging to tensorboard the
+colour loss of every 10th training batch and, every --curve-every steps, of one batch of test rays: the
+learning curves, as PSNR. Finished runs under --output-dir are reused (if they were trained with the same
+settings) and interrupted ones resumed from their last checkpoint, so the benchmark can be stopped and
+started again; a training that failed stays failed unless --retry-failed. Each run is then evaluated on
+the test split (PSNR / SSIM / LPIPS where its weights can be had, the median depth of the pixels it
+renders opaque) and flagged as failed when (docs/commands.md says why these):
+- training stopped (a divergence, an error), or its evaluation failed or was not finite;
 - its final train PSNR is more than FAILED_TRAIN_PSNR_DB below the best run of the same preset;
 - its median test depth lies in front of the training near plane (a "screen" in front of the cameras);
 - its median test depth is more than DEPTH_FACTOR times off the median of the preset's runs (the far
@@ -20,6 +21,7 @@ learning-curve plot per preset.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shlex
@@ -34,13 +36,16 @@ import torch
 import tyro
 from rich.console import Console
 
+from eugen_nerf.bench.report import cell, final_image_metric, pyplot, run_scalars
 from eugen_nerf.bench.timing import command_line, today, write_json_results
-from eugen_nerf.errors import InputError
-from eugen_nerf.presets import load_preset
+from eugen_nerf.errors import InputError, one_line_message
+from eugen_nerf.nerf.engine.checkpoints import checkpoint_step, latest_checkpoint
+from eugen_nerf.presets import Preset, load_preset
 
 FAILED_TRAIN_PSNR_DB = 3.0  # a run this far below the preset's best train PSNR did not learn the scene
 DEPTH_FACTOR = 5.0  # median test depths of runs that learned the same scene agree within this factor
 FINAL_FRACTION = 0.1  # the final train PSNR is the mean over this last part of the logged steps
+OPAQUE = 0.5  # pixels rendered with more accumulation than this have a depth that means something
 # Learning curves are the PSNR of each logged batch's colour loss (an MSE in every method here; the fine
 # network's where there are two), which nerfstudio logs for every method alike: its train-batch PSNR metric
 # is logged by some models only.
@@ -54,39 +59,61 @@ TWINS = ("dense", "eugen")
 class QualityRun:
     """One training of the benchmark: where it lives and how it is started or resumed."""
 
-    preset: str
+    preset: Preset
     twin: str
     seed: int
     root: Path
+    settings: dict  # what the run is trained with beyond (preset, twin, seed): steps, curve points, flags
 
     @property
     def name(self) -> str:
-        return f"{self.preset}-{self.twin}-seed{self.seed}"
+        return f"{self.preset.name}-{self.twin}-seed{self.seed}"
+
+    @property
+    def record(self) -> Path:
+        """What the benchmark knows of this training: its settings, and its exit status once it ended."""
+        return self.root / self.name / "bench-run.json"
 
     def folder(self) -> Path | None:
         """The run folder nerfstudio made (ROOT/NAME/METHOD/run), once it exists."""
-        found = sorted(self.root.glob(f"{self.name}/*/run/config.yml"))
+        found = sorted((self.root / self.name).glob("*/run/config.yml"))
         return found[0].parent if found else None
 
     def checkpoint_step(self) -> int | None:
-        from eugen_nerf.nerf.engine.checkpoints import STEP_CHECKPOINTS, checkpoint_step
-
         folder = self.folder()
         if folder is None:
             return None
-        steps = [checkpoint_step(path) for path in (folder / "nerfstudio_models").glob(STEP_CHECKPOINTS)]
-        return max((step for step in steps if step is not None), default=None)
+        try:
+            return checkpoint_step(latest_checkpoint(folder / "nerfstudio_models"))
+        except InputError:  # no checkpoint yet
+            return None
 
-    def finished(self, total_steps: int) -> bool:
+    def finished(self) -> bool:
         step = self.checkpoint_step()
-        return step is not None and step >= total_steps - 1
+        return step is not None and step >= self.settings["steps"] - 1
 
-    def command(self, total_steps: int, curve_every: int, extra_flags: tuple[str, ...]) -> list[str]:
-        command = [sys.executable, "-m", "eugen_nerf.cli", "train", self.preset, "--pipeline.model.layer", self.twin,
-                   "--machine.seed", str(self.seed), "--max-num-iterations", str(total_steps),
-                   "--steps-per-eval-batch", str(curve_every), "--vis", "tensorboard",
+    def read_record(self) -> dict:
+        """The record of an earlier invocation; one line when it trained with other settings."""
+        if not self.record.is_file():
+            return {}
+        record = json.loads(self.record.read_text())
+        if record.get("settings") != self.settings:
+            raise InputError(f"{self.record.parent}: trained with other settings ({record.get('settings')}, now "
+                             f"{self.settings}); give another --output-dir or remove that folder")
+        return record
+
+    def write_record(self, **status) -> None:
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        self.record.write_text(json.dumps({"settings": self.settings, **status}, indent=1) + "\n")
+
+    def command(self) -> list[str]:
+        settings = self.settings
+        command = [sys.executable, "-m", "eugen_nerf.cli", "train", str(self.preset.path),
+                   "--pipeline.model.layer", self.twin, "--machine.seed", str(self.seed),
+                   "--max-num-iterations", str(settings["steps"]),
+                   "--steps-per-eval-batch", str(settings["curve_every"]), "--vis", "tensorboard",
                    "--output-dir", str(self.root), "--experiment-name", self.name, "--timestamp", "run",
-                   *extra_flags]
+                   *shlex.split(settings["train_flags"])]
         if self.checkpoint_step() is not None:  # interrupted: go on from its last checkpoint
             command += ["--load-dir", str(self.folder() / "nerfstudio_models")]
         return command
@@ -117,31 +144,31 @@ class BenchQuality:
     train_flags: str = ""
     """More ns-train flags for every run, in one string after an equals sign
     (--train-flags="--pipeline.model.dense-init he")."""
+    retry_failed: bool = False
+    """Train again (from their last checkpoint) the runs whose training failed in an earlier invocation."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
     def run(self) -> dict:
         self.check_flags()
-        presets = {name: load_preset(name) for name in self.presets}  # a wrong name is one line before training
-        total_steps = {name: self.steps or int(preset.flags.get("max-num-iterations", 0)) for name, preset
-                       in presets.items()}
-        for name, steps in total_steps.items():
-            if steps < 1:
-                raise InputError(f"preset {name} sets no max-num-iterations: give --steps")
+        presets = [load_preset(name) for name in self.presets]  # a wrong name is one line before training
+        names = [preset.name for preset in presets]
+        if len(set(names)) != len(names):
+            raise InputError(f"the presets repeat a name: {', '.join(names)}")
         root = self.output_dir / "runs"
-        runs = [QualityRun(preset, twin, seed, root)
-                for seed in self.seeds for preset in self.presets for twin in self.twins]
-        errors = self.train_all(runs, total_steps)
+        runs = [QualityRun(preset, twin, seed, root, self.settings(preset))
+                for seed in self.seeds for preset in presets for twin in self.twins]
+        records = {run.name: run.read_record() for run in runs}  # other settings: one line before training
+        errors = self.train_all(runs, records)
         results = {"date": today(), "command": command_line("eugen bench quality"), "cpu_count": os.cpu_count(),
                    "train_flags": self.train_flags,
                    "jobs": self.jobs, "threads_per_job": self.threads_per_job, "curve_every": self.curve_every,
                    "failure_rules": {"train_psnr_below_best_db": FAILED_TRAIN_PSNR_DB, "depth_factor": DEPTH_FACTOR},
                    "presets": {}}
-        for preset in self.presets:
-            rows = [self.measure(run, total_steps[preset], errors.get(run.name)) for run in runs
-                    if run.preset == preset]
+        for preset in presets:
+            rows = [self.measure(run, errors.get(run.name)) for run in runs if run.preset is preset]
             flag_failures(rows)
-            results["presets"][preset] = {"steps": total_steps[preset], "flags": presets[preset].flags,
-                                          "runs": rows, "summary": summarise(rows, self.twins)}
+            results["presets"][preset.name] = {"steps": self.settings(preset)["steps"], "flags": preset.flags,
+                                               "runs": rows, "summary": summarise(rows, self.twins)}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json_results(results, self.output_dir / "quality.json", self.console)
         table = markdown_report(results)
@@ -150,6 +177,12 @@ class BenchQuality:
         for preset, entry in results["presets"].items():
             plot_learning_curves(preset, entry["runs"], self.output_dir / f"curves-{preset}.png")
         return results
+
+    def settings(self, preset: Preset) -> dict:
+        steps = self.steps or int(preset.flags.get("max-num-iterations", 0))
+        if steps < 1:
+            raise InputError(f"{preset.path}: the preset sets no max-num-iterations; give --steps")
+        return {"steps": steps, "curve_every": self.curve_every, "train_flags": self.train_flags}
 
     def check_flags(self) -> None:
         for name in ("jobs", "threads_per_job", "curve_every"):
@@ -163,24 +196,32 @@ class BenchQuality:
         if len(set(self.seeds)) != len(self.seeds):
             raise InputError(f"--seeds repeats a seed: {self.seeds}")
         unknown = [twin for twin in self.twins if twin not in TWINS]
-        if unknown or not self.twins:
-            raise InputError(f"--twins must be among {', '.join(TWINS)}, got {self.twins}")
+        if unknown or not self.twins or len(set(self.twins)) != len(self.twins):
+            raise InputError(f"--twins must be among {', '.join(TWINS)}, each once, got {self.twins}")
 
-    def train_all(self, runs: list[QualityRun], total_steps: dict[str, int]) -> dict[str, str]:
-        """Train every unfinished run, --jobs at a time; the last line of each training that failed, by name."""
+    def train_all(self, runs: list[QualityRun], records: dict[str, dict]) -> dict[str, str]:
+        """Train every unfinished run, --jobs at a time; the last line of each training that failed, by name
+        (in this invocation or, unless --retry-failed, in an earlier one)."""
         logs = self.output_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        waiting = [run for run in runs if not run.finished(total_steps[run.preset])]
+        errors: dict[str, str] = {}
+        waiting = []
         for run in runs:
-            if run not in waiting:
+            error = records[run.name].get("error")
+            if error is not None and not self.retry_failed:
+                errors[run.name] = error
+                self.console.print(f"{run.name}: its training failed before ({error}); --retry-failed trains it again")
+            elif run.finished():
                 self.console.print(f"{run.name}: finished before, reused")
+            else:
+                waiting.append(run)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads_per_job)}
         running: list[tuple[QualityRun, subprocess.Popen, float]] = []
-        errors: dict[str, str] = {}
         while waiting or running:
             while waiting and len(running) < self.jobs:
                 run = waiting.pop(0)
-                command = run.command(total_steps[run.preset], self.curve_every, tuple(shlex.split(self.train_flags)))
+                command = run.command()
+                run.write_record(status="training")
                 log = (logs / f"{run.name}.log").open("a")
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
                 log.close()
@@ -192,14 +233,17 @@ class BenchQuality:
                 running.remove(entry)
                 minutes = (time.monotonic() - started) / 60
                 if process.returncode == 0:
+                    run.write_record(status="trained", minutes=round(minutes, 1))
                     self.console.print(f"{run.name}: trained in {minutes:.1f} min")
                     continue
                 lines = (logs / f"{run.name}.log").read_text(errors="replace").strip().splitlines() or ["no output"]
                 errors[run.name] = lines[-1]
+                if process.returncode != 130:  # a Ctrl-C is an interruption, resumed next time; the rest failed
+                    run.write_record(status="failed", error=lines[-1], exit_code=process.returncode)
                 self.console.print(f"[red]{run.name}: training stopped[/red] after {minutes:.1f} min: {lines[-1]}")
         return errors
 
-    def measure(self, run: QualityRun, total_steps: int, error: str | None) -> dict:
+    def measure(self, run: QualityRun, error: str | None) -> dict:
         """A run's row: test metrics, median depth, final train PSNR and curves (what of them exists)."""
         row: dict = {"twin": run.twin, "seed": run.seed, "run": None, "error": error, "failed": [],
                      "steps": run.checkpoint_step()}
@@ -208,21 +252,28 @@ class BenchQuality:
             row["failed"].append(f"no checkpoint ({error or 'not trained'})")
             return row
         row["run"] = str(folder)
-        if error is not None or row["steps"] < total_steps - 1:
+        if error is not None or row["steps"] < run.settings["steps"] - 1:
             row["failed"].append(f"stopped at step {row['steps']}: {error or 'unfinished'}")
         row["curves"] = read_curves(folder)
         row["train_psnr_final"] = final_value(row["curves"]["train_psnr"])
+        if row["train_psnr_final"] is None:
+            row["failed"].append("no learning curve in the run's tensorboard events")
         self.console.print(f"{run.name}: evaluating on the test split")
-        row.update(evaluate_run(folder / "config.yml", self.test_views))
+        try:
+            row.update(evaluate_run(folder / "config.yml", self.test_views))
+        except Exception as error:  # noqa: BLE001 - one run's failed evaluation is that run's result, not the bench's
+            said = one_line_message(error, error.__traceback__) or f"{type(error).__name__}: {error}"
+            row["failed"].append(f"evaluation failed: {said}")
+            return row
+        if not math.isfinite(row["test_psnr"]):
+            row["failed"].append(f"test PSNR {row['test_psnr']}")
+            row["test_psnr"] = None
         return row
 
 
 def read_curves(folder: Path) -> dict[str, list[list[float]]]:
     """[step, PSNR] pairs of the train batches and of the test batches, from the run's tensorboard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    events.Reload()
+    events = run_scalars(folder)
     tags = events.Tags()["scalars"]
 
     def pairs(pattern: str) -> list[list[float]]:
@@ -248,8 +299,8 @@ def final_value(pairs: list[list[float]]) -> float | None:
 
 
 def evaluate_run(config_path: Path, test_views: int | None) -> dict:
-    """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth."""
-    from eugen_nerf.bench.suite import _metric
+    """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth of the
+    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth."""
     from eugen_nerf.nerf.engine.runs import load_pipeline
 
     pipeline, _, _ = load_pipeline(config_path, "run", test_mode="test")
@@ -264,17 +315,17 @@ def evaluate_run(config_path: Path, test_views: int | None) -> dict:
             image_metrics, _ = model.get_image_metrics_and_images(outputs, batch)
             for name, value in image_metrics.items():
                 metrics.setdefault(name, []).append(float(value))
-            depth = outputs.get("depth", outputs.get("depth_fine"))
-            if depth is not None:
-                depths.append(depth.flatten().float())
+            depth, accumulation = outputs.get("depth"), outputs.get("accumulation")
+            if depth is not None and accumulation is not None:
+                depths.append(depth[accumulation > OPAQUE].float())
     averaged = {name: statistics.fmean(values) for name, values in metrics.items()}
     collider = getattr(model.config, "collider_params", None) or {}
     return {
-        "test_psnr": round(_metric(averaged, "psnr"), 3),
-        "test_ssim": _rounded(_metric(averaged, "ssim")),
-        "test_lpips": _rounded(_metric(averaged, "lpips")),
+        "test_psnr": round(final_image_metric(averaged, "psnr"), 3),
+        "test_ssim": _rounded(final_image_metric(averaged, "ssim")),
+        "test_lpips": _rounded(final_image_metric(averaged, "lpips")),
         "test_views": len(next(iter(metrics.values()), [])),
-        "median_test_depth": round(float(torch.cat(depths).median()), 4) if depths else None,
+        "median_test_depth": _rounded(float(torch.cat(depths).median())) if sum(map(len, depths)) else None,
         "near_plane": collider.get("near_plane"),
     }
 
@@ -285,12 +336,11 @@ def _rounded(value: float | None) -> float | None:
 
 def flag_failures(rows: list[dict]) -> None:
     """Add the flags that compare a run with the other runs of its preset (module docstring)."""
-    trained = [row for row in rows if row.get("train_psnr_final") is not None]
-    best = max((row["train_psnr_final"] for row in trained), default=None)
-    depths = [row["median_test_depth"] for row in trained if row.get("median_test_depth") is not None]
+    best = max((row["train_psnr_final"] for row in rows if row.get("train_psnr_final") is not None), default=None)
+    depths = [row["median_test_depth"] for row in rows if row.get("median_test_depth") is not None]
     typical = statistics.median(depths) if depths else None
-    for row in trained:
-        if best is not None and row["train_psnr_final"] < best - FAILED_TRAIN_PSNR_DB:
+    for row in rows:
+        if row.get("train_psnr_final") is not None and row["train_psnr_final"] < best - FAILED_TRAIN_PSNR_DB:
             row["failed"].append(f"train PSNR {row['train_psnr_final']:.2f} dB, more than {FAILED_TRAIN_PSNR_DB:g} dB "
                                  f"below the preset's best ({best:.2f})")
         depth, near = row.get("median_test_depth"), row.get("near_plane")
@@ -315,7 +365,7 @@ def summarise(rows: list[dict], twins: tuple[str, ...]) -> dict:
         mine = [row for row in rows if row["twin"] == twin and row.get("test_psnr") is not None]
         good = [row for row in mine if not row["failed"]]
         summary[twin] = {"test_psnr": mean_sd([row["test_psnr"] for row in good]),
-                         "test_ssim": mean_sd([row["test_ssim"] for row in good if row["test_ssim"] is not None]),
+                         "test_ssim": mean_sd([row["test_ssim"] for row in good if row.get("test_ssim") is not None]),
                          "test_psnr_all_runs": mean_sd([row["test_psnr"] for row in mine]),
                          "failed_seeds": [row["seed"] for row in rows if row["twin"] == twin and row["failed"]]}
     if set(TWINS) <= set(twins):
@@ -339,10 +389,10 @@ def markdown_report(results: dict) -> str:
                   "| twin | seed | test PSNR | SSIM | LPIPS | final train PSNR | median test depth | failed |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in entry["runs"]:
-            lines.append(f"| {row['twin']} | {row['seed']} | {_cell(row.get('test_psnr'), '.2f')} | "
-                         f"{_cell(row.get('test_ssim'), '.3f')} | {_cell(row.get('test_lpips'), '.3f')} | "
-                         f"{_cell(row.get('train_psnr_final'), '.2f')} | "
-                         f"{_cell(row.get('median_test_depth'), '.3g')} | "
+            lines.append(f"| {row['twin']} | {row['seed']} | {cell(row.get('test_psnr'), '.2f', '–')} | "
+                         f"{cell(row.get('test_ssim'), '.3f', '–')} | {cell(row.get('test_lpips'), '.3f', '–')} | "
+                         f"{cell(row.get('train_psnr_final'), '.2f', '–')} | "
+                         f"{cell(row.get('median_test_depth'), '.3g', '–')} | "
                          f"{'; '.join(row['failed']) or 'no'} |")
         summary = entry["summary"]
         lines.append("")
@@ -359,15 +409,9 @@ def markdown_report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def plot_learning_curves(preset: str, rows: list[dict], path: Path) -> None:
     """Train-batch PSNR (smoothed) and test-batch PSNR against the step, one line per run; failed runs dashed."""
-    from eugen_nerf.bench.suite import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     figure, (train_axes, test_axes) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     colours = {"dense": "tab:blue", "eugen": "tab:orange"}
     for row in rows:

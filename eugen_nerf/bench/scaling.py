@@ -15,6 +15,7 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
+from eugen_nerf.bench.report import run_scalars
 from eugen_nerf.bench.timing import command_line, today, write_json_results
 from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
@@ -40,13 +41,10 @@ def rays_per_second(run: Path) -> float:
     """Training throughput of a finished run: processes x rays per batch over the median duration of rank 0's
     steps after the first few, read from the run's tensorboard events (rank 0 waits for the gradients of
     every process, so its step is the run's)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     from eugen_nerf.nerf.engine.runs import read_run_config
 
     config = read_run_config(run / "config.yml", "the run's config.yml")
-    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
-    events.Reload()
+    events = run_scalars(run)
     if STEP_TIME not in events.Tags()["scalars"]:
         raise InputError(f"{run}: the run logged no {STEP_TIME!r}")
     means = [event.value for event in sorted(events.Scalars(STEP_TIME), key=lambda event: event.step)]

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from eugen_nerf.bench.nerf import compare_pipelines
+from eugen_nerf.bench.report import cell, final_image_metric, pyplot
 from eugen_nerf.bench.timing import command_line, machine_description, peak_memory_mb, today, write_json_results
 from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.engine.runs import load_pipeline, read_run_config
@@ -143,8 +144,8 @@ class BenchSuite:
             with torch.no_grad():
                 memory = peak_memory_mb(lambda p=pipeline, c=camera: p.model.get_outputs_for_camera(c), pipeline.device)
             models[label] = {**timing["models"][label], **timing["speedup"][label], "run": str(run.config),
-                             "psnr": metrics["psnr"], "ssim": _metric(metrics, "ssim"),
-                             "lpips": _metric(metrics, "lpips"), "peak_memory_mb": memory}
+                             "psnr": metrics["psnr"], "ssim": final_image_metric(metrics, "ssim"),
+                             "lpips": final_image_metric(metrics, "lpips"), "peak_memory_mb": memory}
         progress.update(task, advance=1, description=f"{method}: speed-up against m")
         sweep = {}
         for m in self.num_features:
@@ -153,11 +154,6 @@ class BenchSuite:
                                          images=0)["speedup"]["eugen"]["mlp"]
             progress.update(task, advance=1)
         return {"models": models, "mlp_speedup_by_m": sweep, "machine": machine_description(pipelines["dense"].device)}
-
-
-def _metric(metrics: dict, name: str) -> float | None:
-    """A metric of the final image: vanilla-nerf's models name theirs fine_ssim, fine_lpips."""
-    return metrics.get(name, metrics.get(f"fine_{name}"))
 
 
 def untrained_twin(config_path: Path, device: torch.device, num_features: int):
@@ -177,28 +173,15 @@ def markdown_table(results: dict) -> str:
     for method, entry in results["methods"].items():
         for label, row in entry["models"].items():
             lines.append(f"| {method} | {label} | {row['parameters']:,} | {row['mlp']:.2f}× | {row['image_ms']:.0f} | "
-                         f"{row['image']:.2f}× | {_or_na(row['peak_memory_mb'], '.0f')} | {row['psnr']:.2f} | "
-                         f"{_or_na(row['ssim'], '.3f')} | {_or_na(row['lpips'], '.3f')} |")
+                         f"{row['image']:.2f}× | {cell(row['peak_memory_mb'], '.0f')} | {row['psnr']:.2f} | "
+                         f"{cell(row['ssim'], '.3f')} | {cell(row['lpips'], '.3f')} |")
     for line in results["missing"]:
         lines.append(f"\nmissing: {line}")
     return "\n".join(lines) + "\n"
 
 
-def _or_na(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_speedup_against_m(results: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     for method, entry in results["methods"].items():
         ms = sorted(int(m) for m in entry["mlp_speedup_by_m"])
@@ -215,7 +198,7 @@ def plot_speedup_against_m(results: dict, path: Path) -> None:
 
 
 def plot_psnr_against_time(results: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4))
     for method, entry in results["methods"].items():
         rows = entry["models"]

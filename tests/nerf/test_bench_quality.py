@@ -84,3 +84,22 @@ def test_bench_quality_refuses_bad_flags(flags, message):
 
     with pytest.raises(InputError, match=message):
         BenchQuality(**{"presets": ("nerf-cpu",), **flags}).run()
+
+
+def test_a_failed_training_stays_failed_and_other_settings_are_refused(tmp_path):
+    from eugen_nerf.bench.quality import BenchQuality, QualityRun
+    from eugen_nerf.errors import InputError
+    from eugen_nerf.presets import load_preset
+
+    preset = load_preset("nerf-cpu")
+    bench = BenchQuality(presets=("nerf-cpu",), seeds=(7,), steps=3, output_dir=tmp_path)
+    for twin in ("dense", "eugen"):
+        QualityRun(preset, twin, 7, tmp_path / "runs", bench.settings(preset)).write_record(
+            status="failed", error="error: training diverged at step 2", exit_code=2)
+    results = bench.run()  # trains nothing: both trainings failed before
+    rows = results["presets"]["nerf-cpu"]["runs"]
+    assert [row["failed"] for row in rows] == [["no checkpoint (error: training diverged at step 2)"]] * 2
+    assert results["presets"]["nerf-cpu"]["summary"]["dense"]["failed_seeds"] == [7]
+    assert not list((tmp_path / "runs").glob("*/*/run"))
+    with pytest.raises(InputError, match="trained with other settings"):
+        BenchQuality(presets=("nerf-cpu",), seeds=(7,), steps=4, output_dir=tmp_path).run()

@@ -37,3 +37,15 @@ def test_config_written_under_the_old_layout_loads_as_the_current_classes(method
     # the layers as they were trained then: without the soft normalisation that is now the default
     assert model.eugen.soft_normalize is False and current_model.eugen.soft_normalize is True
     assert "eugen_nerf.nerf.methods." in yaml.dump(config)  # saved again, it names the new paths
+
+
+def test_a_zipnerf_run_written_before_its_reference_recipe_loads_as_it_trained():
+    config = load_run_config((LEGACY_CONFIGS / "eugen_zipnerf.yml").read_text(), "eugen_zipnerf.yml")
+    model = config.pipeline.model
+    # without the grid's x10 feature scale its checkpoint would render features ten times too large
+    assert (model.grid_feature_scale, model.dense_init, model.interlevel_loss_mult, model.hash_decay_mult) == (
+        1.0, "torch", 1.0, 0.1)
+    from eugen_nerf.nerf.methods.zipnerf import EUGenZipNeRFModelConfig
+
+    fresh = EUGenZipNeRFModelConfig()
+    assert (fresh.grid_feature_scale, fresh.dense_init, fresh.interlevel_loss_mult) == (10.0, "he", 0.01)

@@ -315,7 +315,7 @@ def test_he_init_reaches_every_dense_layer_of_field_and_proposals_and_no_eugen_l
     torch.manual_seed(0)
     he = model(dense_init="he")
     torch.manual_seed(0)
-    default = model()
+    default = model(dense_init="torch")
     dense = [(name, layer) for name, layer in he.named_modules() if type(layer) is torch.nn.Linear]
     assert any(name.startswith("proposal_networks") for name, _ in dense)
     assert any("field_output_density" in name for name, _ in dense)
@@ -324,6 +324,7 @@ def test_he_init_reaches_every_dense_layer_of_field_and_proposals_and_no_eugen_l
         assert float(layer.bias.abs().max()) == 0.0
         assert float(layer.weight.abs().max()) <= bound
         assert float(layer.weight.abs().max()) > bound / math.sqrt(6) * 1.5  # beyond nn.Linear's 1/sqrt(fan_in)
+    assert any(float(layer.bias.abs().max()) > 0 for layer in default.modules() if type(layer) is torch.nn.Linear)
     eugen = dict(default.named_modules())
     for name, layer in he.named_modules():
         if isinstance(layer, EUGenLinear):

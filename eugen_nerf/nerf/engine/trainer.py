@@ -214,14 +214,19 @@ class EUGenTrainer(Trainer):
         self.config.max_num_iterations = remaining  # Trainer.train runs this many steps from _start_step
 
     def use_configured_learning_rates(self) -> None:
-        """After loading a checkpoint: each group's learning rate from this run's flags, at the loaded
-        step of its schedule, so that resuming with e.g. a lower --optimizers.fields.optimizer.lr
-        (after a divergence) does what it says. With unchanged flags nothing changes."""
+        """After loading a checkpoint: each group's learning rate (and Adam's betas and eps) from this run's
+        flags, at the loaded step of its schedule, so that resuming with e.g. a lower
+        --optimizers.fields.optimizer.lr (after a divergence) does what it says. With unchanged flags
+        nothing changes."""
         for name, optimizer in self.optimizers.optimizers.items():
-            configured = self.config.optimizers[name]["optimizer"].lr
+            flags = self.config.optimizers[name]["optimizer"]
+            configured = flags.lr
             scheduler = self.optimizers.schedulers.get(name)
             for index, group in enumerate(optimizer.param_groups):
                 group["initial_lr"] = configured
+                for setting in ("betas", "eps"):  # torch's load_state_dict brings back the checkpoint's
+                    if setting in group and hasattr(flags, setting):
+                        group[setting] = tuple(getattr(flags, setting)) if setting == "betas" else flags.eps
                 if scheduler is None:
                     group["lr"] = configured
                 elif isinstance(scheduler, LambdaLR):  # every nerfstudio scheduler; the lambdas are this run's
