@@ -9,6 +9,7 @@ are what to read.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,15 @@ import tyro
 from rich.console import Console
 from rich.table import Table
 
-from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
+from eugen_nerf.bench.timing import (
+    NOISY_SPREAD,
+    command_line,
+    machine_description,
+    medians,
+    timed_samples,
+    today,
+    write_json_results,
+)
 from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.engine.runs import load_pipeline, read_run_config
 
@@ -167,43 +176,71 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
         for index in range(len(cameras)):
             model.get_outputs_for_camera(cameras[index : index + 1])
 
-    field_ms: dict[str, dict[str, float]] = {}
+    field_samples: dict[str, dict[str, list[float]]] = {}  # model -> part -> ms of every repeat
     parts = {name: timed_parts(p.model, samples) for name, p in pipelines.items()}
     for part in parts[next(iter(pipelines))]:
-        medians = time_interleaved({name: model_parts[part] for name, model_parts in parts.items()}, repeats,
-                                   device=device)
-        for name, ms in medians.items():
-            field_ms.setdefault(name, {})[part] = ms
+        timed = timed_samples({name: model_parts[part] for name, model_parts in parts.items()}, repeats, device=device)
+        for name, values in timed.items():
+            field_samples.setdefault(name, {})[part] = values
     if images:
-        medians = time_interleaved({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
-                                   repeats, warmup=1, device=device)
+        image_samples = timed_samples({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
+                                      repeats, warmup=1, device=device)
     else:  # networks only
-        medians = {name: float("nan") for name in pipelines}
+        image_samples = {name: [float("nan")] * repeats for name in pipelines}
     height, width = int(all_cameras.height[0]), int(all_cameras.width[0])
-    rows = {
-        name: {
+
+    def mlp_repeats(name: str) -> list[float]:
+        """Each repeat's MLP time: its parts without the frustum encodings that both twins share."""
+        return [sum(values) for values in zip(*(v for part, v in field_samples[name].items() if part != "encodings"),
+                                               strict=True)]
+
+    rows = {}
+    for name, pipeline in pipelines.items():
+        field_ms = medians(field_samples[name])
+        mlp, image = mlp_repeats(name), [ms / max(len(cameras), 1) for ms in image_samples[name]]
+        rows[name] = {
             "parameters": field_parameter_count(pipeline.model),
-            "points_per_s": {part: points / (ms / 1e3) for part, ms in field_ms[name].items()},
+            "points_per_s": {part: points / (ms / 1e3) for part, ms in field_ms.items()},
             # one pass of `points` through every field: the model's network work per sample
-            "fields_ms": sum(field_ms[name].values()),
-            # the same without the frustum encodings (hash grid, integrated encoding) that both twins share
-            "mlp_ms": sum(ms for part, ms in field_ms[name].items() if part != "encodings"),
-            "image_ms": medians[name] / max(len(cameras), 1),
+            "fields_ms": sum(field_ms.values()),
+            "mlp_ms": statistics.median(mlp),
+            "image_ms": statistics.median(image),
+            # fastest and slowest repeat over the median: a busy machine shows here
+            "mlp_spread": relative_spread(mlp),
+            "image_spread": relative_spread(image) if images else None,
+            "_mlp_repeats": mlp,
+            "_image_repeats": image,
         }
-        for name, pipeline in pipelines.items()
-    }
     baseline = next(iter(rows.values()))
     speedups = {
         name: {
             "field": baseline["fields_ms"] / row["fields_ms"],
             "mlp": baseline["mlp_ms"] / row["mlp_ms"],
             "image": baseline["image_ms"] / row["image_ms"],
+            # the ratio of each interleaved pair of repeats: its lowest and highest
+            "mlp_range": ratio_range(baseline["_mlp_repeats"], row["_mlp_repeats"]),
+            "image_range": ratio_range(baseline["_image_repeats"], row["_image_repeats"]) if images else None,
             "per_field": {part: value / baseline["points_per_s"][part] for part, value in row["points_per_s"].items()},
         }
         for name, row in rows.items()
     }
+    for row in rows.values():
+        del row["_mlp_repeats"], row["_image_repeats"]
+    noisy = any(spread is not None and spread > NOISY_SPREAD
+                for row in rows.values() for spread in (row["mlp_spread"], row["image_spread"]))
     return {"points": points, "image_size": [width, height], "repeats": repeats, "models": rows,
-            "speedup": speedups}
+            "speedup": speedups, "noisy": noisy}
+
+
+def relative_spread(values: list[float]) -> float:
+    """(slowest - fastest) / median of a benchmark's repeats."""
+    return round((max(values) - min(values)) / statistics.median(values), 4)
+
+
+def ratio_range(baseline: list[float], other: list[float]) -> list[float]:
+    """[lowest, highest] speed-up over the interleaved pairs of repeats (baseline_i / other_i)."""
+    ratios = [a / b for a, b in zip(baseline, other, strict=True)]
+    return [round(min(ratios), 4), round(max(ratios), 4)]
 
 
 def print_table(results: dict, console: Console) -> None:
@@ -211,13 +248,21 @@ def print_table(results: dict, console: Console) -> None:
     parts = list(next(iter(results["models"].values()))["points_per_s"])
     table = Table(title=f"Inference, {results['points']:,} points per field pass, {width}x{height} images")
     for column in ("model", "parameters", *(f"{part} Mpts/s" for part in parts), "image ms", "field speed-up",
-                   "MLP speed-up", "image speed-up"):
+                   "MLP speed-up (range)", "image speed-up (range)"):
         table.add_column(column, justify="right" if column != "model" else "left")
     for name, row in results["models"].items():
         speedup = results["speedup"][name]
         table.add_row(name, f"{row['parameters']:,}", *(f"{row['points_per_s'][part] / 1e6:.2f}" for part in parts),
-                      f"{row['image_ms']:.0f}", f"{speedup['field']:.2f}x", f"{speedup['mlp']:.2f}x",
-                      f"{speedup['image']:.2f}x")
+                      f"{row['image_ms']:.0f}", f"{speedup['field']:.2f}x",
+                      with_range(speedup["mlp"], speedup["mlp_range"]),
+                      with_range(speedup["image"], speedup["image_range"]))
     console.print(table)
+    if results.get("noisy"):
+        console.print(f"[yellow]NOISY[/yellow]: a model's repeats spread over more than {NOISY_SPREAD:.0%} of their "
+                      "median; the machine was busy, do not report these ratios")
     console.print("field speed-up: time of one pass through all the fields (dense / EUGen); MLP speed-up: the "
                   "same without the frustum encodings both twins share (mip-NeRF 360, Zip-NeRF)")
+
+
+def with_range(value: float, span: list[float] | None) -> str:
+    return f"{value:.2f}x" if span is None else f"{value:.2f}x ({span[0]:.2f}-{span[1]:.2f})"

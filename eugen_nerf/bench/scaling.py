@@ -16,12 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from eugen_nerf.bench.report import run_scalars
-from eugen_nerf.bench.timing import command_line, today, write_json_results
+from eugen_nerf.bench.timing import NOISY_SPREAD, command_line, today, write_json_results
 from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
 
 STEP_TIME = "Train Iter (time)"  # nerfstudio's meter of rank 0's step: a running mean over the last 20 steps
-NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too noisy to trust
 SKIPPED_STEPS = 10  # the first steps allocate and warm caches
 
 

@@ -27,6 +27,9 @@ def time_interleaved(
     return medians(timed_samples(fns, repeats, warmup, device))
 
 
+NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too busy to trust
+
+
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     """The median of each function's repeats (what the benchmarks report)."""
     return {name: statistics.median(values) for name, values in samples.items()}

@@ -199,6 +199,17 @@ def test_bench_times_every_field(method_runs):
     dense, eugen = results["models"]["dense"], results["models"]["eugen"]
     assert results["speedup"]["eugen"]["mlp"] == pytest.approx(dense["mlp_ms"] / eugen["mlp_ms"])
     assert results["speedup"]["eugen"]["image"] == pytest.approx(dense["image_ms"] / eugen["image_ms"])
+    # one repeat: its pair's ratio is the speed-up, and one value spreads over nothing
+    low, high = results["speedup"]["eugen"]["mlp_range"]
+    assert low == high == pytest.approx(results["speedup"]["eugen"]["mlp"], rel=1e-3)
+    assert dense["mlp_spread"] == eugen["mlp_spread"] == 0.0 and results["noisy"] is False
+
+
+def test_speed_ranges_and_spread_of_repeats():
+    from eugen_nerf.bench.nerf import ratio_range, relative_spread
+
+    assert ratio_range([10.0, 12.0, 9.0], [5.0, 4.0, 6.0]) == [1.5, 3.0]
+    assert relative_spread([9.0, 10.0, 11.5]) == 0.25
 
 
 @pytest.mark.slow
