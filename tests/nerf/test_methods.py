@@ -284,3 +284,34 @@ def test_adam_betas_are_a_flag_and_checked():
     assert isinstance(methods.eugen_zipnerf.config.optimizers["fields"]["optimizer"], AdamWithBetasConfig)
     with pytest.raises(InputError, match="betas must lie in"):
         AdamWithBetasConfig(betas=(0.9, 1.0)).setup(parameters)
+
+
+def test_icosahedron_integrated_encoding_is_the_expected_sine_over_the_gaussian():
+    from eugen_nerf.nerf.components.encodings import BasisIntegratedEncoding, icosahedron_basis
+
+    basis = icosahedron_basis()
+    assert basis.shape == (3, 21)  # mip-NeRF 360's position basis
+    torch.testing.assert_close(basis.norm(dim=0), torch.ones(21))
+    assert float((basis.T @ basis).abs().fill_diagonal_(0).max()) < 0.9  # no direction twice, no antipode
+    encoding = BasisIntegratedEncoding(3, basis)
+    torch.manual_seed(0)
+    mean, root = torch.randn(3), 0.3 * torch.randn(3, 3)
+    cov = root @ root.T
+    draws = mean + torch.randn(400_000, 3) @ root.T  # samples of the Gaussian
+    projected = (draws @ basis)[:, None, :] * (2.0 ** torch.arange(3.0))[:, None]
+    expected = torch.cat([torch.sin(projected).mean(0).flatten(), torch.cos(projected).mean(0).flatten()])
+    encoded = encoding(mean[None], covs=cov[None])[0]
+    assert encoded.shape == (encoding.get_out_dim(),) == (2 * 3 * 21,)
+    torch.testing.assert_close(encoded, expected, atol=6e-3, rtol=0)
+
+
+def test_mipnerf360_takes_the_icosahedron_basis_for_the_nerf_and_proposal_mlps():
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = EUGenMipNeRF360ModelConfig(base_mlp_layer_width=32, proposal_mlp_layer_width=16, position_frequencies=4,
+                                        proposal_frequencies=2, position_basis="icosahedron")
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    assert model.field.position_encoding.get_out_dim() == 2 * 4 * 21
+    assert [net.encoding.get_out_dim() for net in model.proposal_networks] == [2 * 2 * 21] * 2
+    with pytest.raises(InputError, match="--pipeline.model.position-basis"):
+        EUGenMipNeRF360ModelConfig(position_basis="octahedron")

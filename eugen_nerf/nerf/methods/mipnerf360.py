@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 
-from eugen_nerf.nerf.components.encodings import IntegratedEncoding
+from eugen_nerf.errors import check_flag_choice
+from eugen_nerf.nerf.components.encodings import BasisIntegratedEncoding, IntegratedEncoding, icosahedron_basis
 from eugen_nerf.nerf.methods.proposal_base import ProposalNeRFModel, ProposalNeRFModelConfig
 
 
@@ -36,9 +37,20 @@ class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
     """Frequencies 2^0 .. 2^(L-1) of the integrated position encoding (mip-NeRF 360: 16)."""
     proposal_frequencies: int = 16
     """Frequencies of the proposal MLPs' integrated position encoding."""
+    position_basis: str = "axes"
+    """axes | icosahedron: the directions the integrated encoding projects each Gaussian on: nerfstudio's 3
+    axes (sin(2 pi 2^k x), the mean appended), or mip-NeRF 360's 21 directions of a twice-split icosahedron
+    (sin(2^k x), nothing appended), for the NeRF and proposal MLPs alike."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_flag_choice("--pipeline.model.position-basis", self.position_basis, ("axes", "icosahedron"))
 
 
-def integrated_positional_encoding(frequencies: int, contraction: SpatialDistortion) -> IntegratedEncoding:
+def integrated_positional_encoding(frequencies: int, contraction: SpatialDistortion,
+                                   basis: str = "axes") -> IntegratedEncoding:
+    if basis == "icosahedron":
+        return IntegratedEncoding(BasisIntegratedEncoding(frequencies, icosahedron_basis()), contraction)
     return IntegratedEncoding(NeRFEncoding(in_dim=3, num_frequencies=frequencies, min_freq_exp=0.0,
                                            max_freq_exp=frequencies - 1.0, include_input=True), contraction)
 
@@ -51,7 +63,9 @@ class EUGenMipNeRF360Model(ProposalNeRFModel):
     config: EUGenMipNeRF360ModelConfig
 
     def field_encoding(self, contraction: SpatialDistortion) -> IntegratedEncoding:
-        return integrated_positional_encoding(self.config.position_frequencies, contraction)
+        return integrated_positional_encoding(self.config.position_frequencies, contraction,
+                                              self.config.position_basis)
 
     def proposal_encoding(self, level: int, contraction: SpatialDistortion) -> IntegratedEncoding:
-        return integrated_positional_encoding(self.config.proposal_frequencies, contraction)
+        return integrated_positional_encoding(self.config.proposal_frequencies, contraction,
+                                              self.config.position_basis)
