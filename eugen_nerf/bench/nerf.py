@@ -25,6 +25,7 @@ from eugen_nerf.bench.timing import (
     command_line,
     machine_description,
     medians,
+    relative_spread,
     timed_samples,
     today,
     write_json_results,
@@ -194,10 +195,11 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
         return [sum(values) for values in zip(*(v for part, v in field_samples[name].items() if part != "encodings"),
                                                strict=True)]
 
-    rows = {}
+    rows, repeat_ms = {}, {}  # repeat_ms: each model's MLP and per-image times of every repeat
     for name, pipeline in pipelines.items():
         field_ms = medians(field_samples[name])
         mlp, image = mlp_repeats(name), [ms / max(len(cameras), 1) for ms in image_samples[name]]
+        repeat_ms[name] = (mlp, image)
         rows[name] = {
             "parameters": field_parameter_count(pipeline.model),
             "points_per_s": {part: points / (ms / 1e3) for part, ms in field_ms.items()},
@@ -208,33 +210,24 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
             # fastest and slowest repeat over the median: a busy machine shows here
             "mlp_spread": relative_spread(mlp),
             "image_spread": relative_spread(image) if images else None,
-            "_mlp_repeats": mlp,
-            "_image_repeats": image,
         }
-    baseline = next(iter(rows.values()))
+    baseline, (baseline_mlp, baseline_image) = next(iter(rows.values())), next(iter(repeat_ms.values()))
     speedups = {
         name: {
             "field": baseline["fields_ms"] / row["fields_ms"],
             "mlp": baseline["mlp_ms"] / row["mlp_ms"],
             "image": baseline["image_ms"] / row["image_ms"],
             # the ratio of each interleaved pair of repeats: its lowest and highest
-            "mlp_range": ratio_range(baseline["_mlp_repeats"], row["_mlp_repeats"]),
-            "image_range": ratio_range(baseline["_image_repeats"], row["_image_repeats"]) if images else None,
+            "mlp_range": ratio_range(baseline_mlp, repeat_ms[name][0]),
+            "image_range": ratio_range(baseline_image, repeat_ms[name][1]) if images else None,
             "per_field": {part: value / baseline["points_per_s"][part] for part, value in row["points_per_s"].items()},
         }
         for name, row in rows.items()
     }
-    for row in rows.values():
-        del row["_mlp_repeats"], row["_image_repeats"]
     noisy = any(spread is not None and spread > NOISY_SPREAD
                 for row in rows.values() for spread in (row["mlp_spread"], row["image_spread"]))
     return {"points": points, "image_size": [width, height], "repeats": repeats, "models": rows,
             "speedup": speedups, "noisy": noisy}
-
-
-def relative_spread(values: list[float]) -> float:
-    """(slowest - fastest) / median of a benchmark's repeats."""
-    return round((max(values) - min(values)) / statistics.median(values), 4)
 
 
 def ratio_range(baseline: list[float], other: list[float]) -> list[float]:

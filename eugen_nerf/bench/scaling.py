@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eugen_nerf.bench.report import run_scalars
-from eugen_nerf.bench.timing import NOISY_SPREAD, command_line, today, write_json_results
+from eugen_nerf.bench.timing import NOISY_SPREAD, command_line, relative_spread, today, write_json_results
 from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
 
@@ -119,7 +119,7 @@ class BenchScaling:
         rows = []
         for (preset, twin, count), rates in samples.items():
             median = statistics.median(rates)
-            spread = (max(rates) - min(rates)) / median
+            spread = relative_spread(rates)
             one = statistics.median(samples.get((preset, twin, 1), [float("nan")]))
             rows.append({
                 "preset": preset, "twin": twin, "processes": count, "rays_per_second": round(median, 1),

@@ -30,6 +30,11 @@ def time_interleaved(
 NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too busy to trust
 
 
+def relative_spread(values: list[float]) -> float:
+    """(slowest - fastest) / median of a benchmark's repeats: above NOISY_SPREAD, the machine was busy."""
+    return round((max(values) - min(values)) / statistics.median(values), 4)
+
+
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     """The median of each function's repeats (what the benchmarks report)."""
     return {name: statistics.median(values) for name, values in samples.items()}

@@ -206,7 +206,8 @@ def test_bench_times_every_field(method_runs):
 
 
 def test_speed_ranges_and_spread_of_repeats():
-    from eugen_nerf.bench.nerf import ratio_range, relative_spread
+    from eugen_nerf.bench.nerf import ratio_range
+    from eugen_nerf.bench.timing import relative_spread
 
     assert ratio_range([10.0, 12.0, 9.0], [5.0, 4.0, 6.0]) == [1.5, 3.0]
     assert relative_spread([9.0, 10.0, 11.5]) == 0.25

@@ -224,9 +224,11 @@ class EUGenTrainer(Trainer):
             scheduler = self.optimizers.schedulers.get(name)
             for index, group in enumerate(optimizer.param_groups):
                 group["initial_lr"] = configured
-                for setting in ("betas", "eps"):  # torch's load_state_dict brings back the checkpoint's
-                    if setting in group and hasattr(flags, setting):
-                        group[setting] = tuple(getattr(flags, setting)) if setting == "betas" else flags.eps
+                # torch's load_state_dict brings back the checkpoint's betas and eps too
+                if "betas" in group and hasattr(flags, "betas"):
+                    group["betas"] = tuple(flags.betas)
+                if "eps" in group:
+                    group["eps"] = flags.eps
                 if scheduler is None:
                     group["lr"] = configured
                 elif isinstance(scheduler, LambdaLR):  # every nerfstudio scheduler; the lambdas are this run's
