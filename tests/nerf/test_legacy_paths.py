@@ -49,3 +49,14 @@ def test_a_zipnerf_run_written_before_its_reference_recipe_loads_as_it_trained()
 
     fresh = EUGenZipNeRFModelConfig()
     assert (fresh.grid_feature_scale, fresh.dense_init, fresh.interlevel_loss_mult) == (10.0, "he", 0.01)
+
+
+def test_a_mipnerf360_run_written_before_its_reference_recipe_loads_as_it_trained():
+    config = load_run_config((LEGACY_CONFIGS / "eugen_mipnerf360.yml").read_text(), "eugen_mipnerf360.yml")
+    model = config.pipeline.model
+    # its checkpoint's first layer reads the 3-axis encoding: the icosahedron's would not fit it
+    assert (model.position_basis, model.dense_init) == ("axes", "torch")
+    from eugen_nerf.nerf.methods.mipnerf360 import EUGenMipNeRF360ModelConfig
+
+    fresh = EUGenMipNeRF360ModelConfig()
+    assert (fresh.position_basis, fresh.dense_init, fresh.collider_params["near_plane"]) == ("icosahedron", "he", 0.2)

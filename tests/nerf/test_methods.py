@@ -287,6 +287,25 @@ def test_adam_betas_are_a_flag_and_checked():
         AdamWithBetasConfig(betas=(0.9, 1.0)).setup(parameters)
 
 
+def test_mipnerf360_optimizer_is_multinerfs_warm_up_eps_and_clipping():
+    from nerfstudio.engine.optimizers import Optimizers
+
+    groups = methods.eugen_mipnerf360.config.optimizers
+    assert {name: (group["optimizer"].eps, group["optimizer"].max_norm, group["scheduler"].warmup_steps)
+            for name, group in groups.items()} == {name: (1e-6, 1e-3, 512) for name in ("fields", "proposal_networks")}
+    # the learning rate starts at 1% of the rate and the gradient reaching Adam has norm 1e-3 at most
+    scheduler = groups["fields"]["scheduler"]
+    parameters = {name: [torch.nn.Parameter(torch.zeros(size))]
+                  for name, size in (("fields", 4), ("proposal_networks", 2))}
+    optimizers = Optimizers(groups, parameters)
+    learning_rate = scheduler.setup().get_scheduler(optimizers.optimizers["fields"], 2e-3).get_last_lr()[0]
+    assert learning_rate == pytest.approx(2e-5)
+    for group in parameters.values():
+        group[0].grad = torch.full_like(group[0], 5.0)
+    optimizers.optimizer_scaler_step_all(torch.amp.GradScaler("cpu", enabled=False))
+    assert all(float(group[0].grad.norm()) == pytest.approx(1e-3, rel=1e-4) for group in parameters.values())
+
+
 def test_icosahedron_integrated_encoding_is_the_expected_sine_over_the_gaussian():
     from eugen_nerf.nerf.components.encodings import BasisIntegratedEncoding, icosahedron_basis
 
@@ -310,9 +329,13 @@ def test_mipnerf360_takes_the_icosahedron_basis_for_the_nerf_and_proposal_mlps()
     from nerfstudio.data.scene_box import SceneBox
 
     config = EUGenMipNeRF360ModelConfig(base_mlp_layer_width=32, proposal_mlp_layer_width=16, position_frequencies=4,
-                                        proposal_frequencies=2, position_basis="icosahedron")
+                                        proposal_frequencies=2)  # the icosahedron is the default
     model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
     assert model.field.position_encoding.get_out_dim() == 2 * 4 * 21
     assert [net.encoding.get_out_dim() for net in model.proposal_networks] == [2 * 2 * 21] * 2
+    axes = EUGenMipNeRF360ModelConfig(base_mlp_layer_width=32, proposal_mlp_layer_width=16, position_frequencies=4,
+                                      proposal_frequencies=2, position_basis="axes")
+    model = axes.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1)
+    assert model.field.position_encoding.get_out_dim() == 2 * 4 * 3 + 3
     with pytest.raises(InputError, match="--pipeline.model.position-basis"):
         EUGenMipNeRF360ModelConfig(position_basis="octahedron")

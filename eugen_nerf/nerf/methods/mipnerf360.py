@@ -37,10 +37,20 @@ class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
     """Frequencies 2^0 .. 2^(L-1) of the integrated position encoding (mip-NeRF 360: 16)."""
     proposal_frequencies: int = 16
     """Frequencies of the proposal MLPs' integrated position encoding."""
-    position_basis: str = "axes"
-    """axes | icosahedron: the directions the integrated encoding projects each Gaussian on: nerfstudio's 3
-    axes (sin(2 pi 2^k x), the mean appended), or mip-NeRF 360's 21 directions of a twice-split icosahedron
-    (sin(2^k x), nothing appended), for the NeRF and proposal MLPs alike."""
+    position_basis: str = "icosahedron"
+    """icosahedron | axes: the directions the integrated encoding projects each Gaussian on: mip-NeRF 360's 21
+    directions of a twice-split icosahedron (sin(2^k x), nothing appended), or nerfstudio's 3 axes
+    (sin(2 pi 2^k x), the mean appended), for the NeRF and proposal MLPs alike."""
+    collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.2, "far_plane": 1000.0})
+    """Ray bounds in the normalised scene (mip-NeRF 360: near 0.2; a far bound of 1000 costs no more samples
+    under the contraction than the reference's 1e6)."""
+    dense_init: str = "he"
+    """he | torch: the dense layers' initial weights (mip-NeRF 360: He-uniform weights, zero biases)."""
+
+    def __setstate__(self, state: dict) -> None:
+        # A run written before the reference recipe became the default trained on the 3 axes with torch's
+        # init, and must render so.
+        super().__setstate__({"position_basis": "axes", "dense_init": "torch", **state})
 
     def __post_init__(self) -> None:
         super().__post_init__()

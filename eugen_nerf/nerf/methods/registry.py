@@ -53,16 +53,19 @@ def trainer_defaults() -> dict:
 
 
 def adam_with_decay(lr: float = 5e-4, lr_final: float = 5e-5, eps: float = 1e-8, warmup_steps: int = 0,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> dict:
+                    betas: tuple[float, float] = (0.9, 0.999), lr_pre_warmup: float = 1e-8,
+                    max_norm: float | None = None) -> dict:
     """The NeRF paper's optimizer: Adam, learning rate decayed exponentially by 10x over training
     (EUGenTrainer sets the decay's length to --max-num-iterations), after an optional warm-up: nerfstudio's
-    sine ramp from 1e-8 over `warmup_steps` (`--optimizers.NAME.scheduler.warmup-steps`).
+    sine ramp from `lr_pre_warmup` over `warmup_steps` (`--optimizers.NAME.scheduler.warmup-steps`,
+    `lr-pre-warmup`); gradients of the group clipped to norm `max_norm` (`--optimizers.NAME.optimizer.max-norm`).
 
     nerfstudio's vanilla-nerf uses RAdam at a constant 5e-4 instead (docs/methods/eugen-nerf.md says why not).
     """
     return {
-        "optimizer": AdamWithBetasConfig(lr=lr, eps=eps, betas=betas),
-        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, warmup_steps=warmup_steps),
+        "optimizer": AdamWithBetasConfig(lr=lr, eps=eps, betas=betas, max_norm=max_norm),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr_final, warmup_steps=warmup_steps,
+                                                     lr_pre_warmup=lr_pre_warmup),
     }
 
 
@@ -102,12 +105,17 @@ eugen_dnerf = method(
     {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
 )
 
-# mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples, 4096 rays; Adam
-# 2e-3 decayed to 2e-5 over 250k steps); on a CPU use `eugen train mipnerf360-cpu`.
+# mip-NeRF 360 at paper scale (NeRF MLP 8x1024, proposals 4x256, 64 + 64 + 32 samples, 4096 rays) with its
+# optimizer: Adam 2e-3 decayed to 2e-5 over 250k steps, eps 1e-6, after a 512-step sine warm-up from 1% of the
+# rate, each MLP group's gradient clipped to norm 1e-3 (multinerf's configs.py); on a CPU use
+# `eugen train mipnerf360-cpu`.
+MIPNERF360_WARMUP_STEPS = 512
 eugen_mipnerf360 = method(
     "eugen-mipnerf360", "mip-NeRF 360 with EUGen layers in its NeRF and proposal MLPs",
     NerfstudioDataParserConfig(data=embedded_scene("unbounded")), EUGenMipNeRF360ModelConfig(),
-    {"fields": adam_with_decay(2e-3, 2e-5), "proposal_networks": adam_with_decay(2e-3, 2e-5)},
+    {name: adam_with_decay(2e-3, 2e-5, eps=1e-6, warmup_steps=MIPNERF360_WARMUP_STEPS, lr_pre_warmup=2e-5,
+                           max_norm=1e-3)
+     for name in ("fields", "proposal_networks")},
     max_num_iterations=250_000, train_num_rays_per_batch=4096,
 )
 
