@@ -33,10 +33,10 @@ class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
     """Width of the NeRF MLP (mip-NeRF 360: 1024)."""
     head_mlp_num_layers: int = 1
     """Layers of the view-direction head (mip-NeRF 360: one of 128 after the bottleneck)."""
-    position_frequencies: int = 16
-    """Frequencies 2^0 .. 2^(L-1) of the integrated position encoding (mip-NeRF 360: 16)."""
-    proposal_frequencies: int = 16
-    """Frequencies of the proposal MLPs' integrated position encoding."""
+    position_frequencies: int = 12
+    """Frequencies 2^0 .. 2^(L-1) of the integrated position encoding (mip-NeRF 360: 12, max_deg_point)."""
+    proposal_frequencies: int = 12
+    """Frequencies of the proposal MLPs' integrated position encoding (mip-NeRF 360: the same 12)."""
     position_basis: str = "icosahedron"
     """icosahedron | axes: the directions the integrated encoding projects each Gaussian on: mip-NeRF 360's 21
     directions of a twice-split icosahedron (sin(2^k x), nothing appended), or nerfstudio's 3 axes
