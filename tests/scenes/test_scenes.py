@@ -221,7 +221,7 @@ def test_embedded_data_regenerates_byte_for_byte(tmp_path):
     assert not _same_up_to_float_rounding({"f": 1.0}, {"g": 1.0})
     data = Path(__file__).resolve().parents[2] / "data"
     kinds = {"blender": BlenderScene, "dnerf": DNeRFScene, "unbounded": UnboundedScene, "rgbd": RGBDScene,
-             "blender-fine": BlenderScene, "unbounded-fine": UnboundedScene}
+             "blender-fine": BlenderScene, "dnerf-fine": DNeRFScene, "unbounded-fine": UnboundedScene}
     harder = {"fine_detail": True, "specular": 0.5}  # scripts/make-data.sh's flags of the -fine scenes
     for name, kind in kinds.items():
         made = kind(output=tmp_path / name, seed=0, **(harder if name.endswith("-fine") else {})).run()
