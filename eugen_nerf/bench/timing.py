@@ -101,8 +101,11 @@ def machine_description(device: torch.device) -> str:
 
 def command_line(default: str) -> str:
     """The `eugen ...` command that is running, for the results' `command` field (`default` when the
-    code runs from elsewhere, e.g. a test)."""
-    return "eugen " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("eugen") else default
+    code runs from elsewhere, e.g. a test); `python -m eugen_nerf.cli ...` is the same command."""
+    script = Path(sys.argv[0])
+    if script.name == "eugen" or script.parts[-2:] == ("eugen_nerf", "cli.py"):
+        return "eugen " + " ".join(sys.argv[1:])
+    return default
 
 
 def today() -> str:

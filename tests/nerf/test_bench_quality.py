@@ -103,3 +103,15 @@ def test_a_failed_training_stays_failed_and_other_settings_are_refused(tmp_path)
     assert not list((tmp_path / "runs").glob("*/*/run"))
     with pytest.raises(InputError, match="trained with other settings"):
         BenchQuality(presets=("nerf-cpu",), seeds=(7,), steps=4, output_dir=tmp_path).run()
+
+
+@pytest.mark.parametrize("argv0, expected", [
+    ("/x/.venv/bin/eugen", "eugen bench quality nerf-cpu --seeds 1"),
+    ("/x/eugen_nerf/cli.py", "eugen bench quality nerf-cpu --seeds 1"),  # python -m eugen_nerf.cli
+    ("/x/pytest", "fallback"),
+])
+def test_results_name_the_command_that_made_them(monkeypatch, argv0, expected):
+    from eugen_nerf.bench.timing import command_line
+
+    monkeypatch.setattr(sys, "argv", [argv0, "bench", "quality", "nerf-cpu", "--seeds", "1"])
+    assert command_line("fallback") == expected
