@@ -63,7 +63,7 @@ class QualityRun:
     twin: str
     seed: int
     root: Path
-    settings: dict  # what the run is trained with beyond (preset, twin, seed): steps, curve points, flags
+    settings: dict  # what the run is trained with beyond (preset, twin, seed): the preset's flags, steps, ...
 
     @property
     def name(self) -> str:
@@ -155,7 +155,7 @@ class BenchQuality:
         if len(set(names)) != len(names):
             raise InputError(f"the presets repeat a name: {', '.join(names)}")
         root = self.output_dir / "runs"
-        runs = [QualityRun(preset, twin, seed, root, self.settings(preset))
+        runs = [QualityRun(preset, twin, seed, root, self.settings(preset, twin))
                 for seed in self.seeds for preset in presets for twin in self.twins]
         records = {run.name: run.read_record() for run in runs}  # other settings: one line before training
         errors = self.train_all(runs, records)
@@ -167,7 +167,8 @@ class BenchQuality:
         for preset in presets:
             rows = [self.measure(run, errors.get(run.name)) for run in runs if run.preset is preset]
             flag_failures(rows)
-            results["presets"][preset.name] = {"steps": self.settings(preset)["steps"], "flags": preset.flags,
+            results["presets"][preset.name] = {"steps": self.steps_of(preset), "flags": preset.flags,
+                                               "twin_flags": preset.twin_flags,
                                                "runs": rows, "summary": summarise(rows, self.twins)}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json_results(results, self.output_dir / "quality.json", self.console)
@@ -178,11 +179,17 @@ class BenchQuality:
             plot_learning_curves(preset, entry["runs"], self.output_dir / f"curves-{preset}.png")
         return results
 
-    def settings(self, preset: Preset) -> dict:
+    def steps_of(self, preset: Preset) -> int:
         steps = self.steps or int(preset.flags.get("max-num-iterations", 0))
         if steps < 1:
             raise InputError(f"{preset.path}: the preset sets no max-num-iterations; give --steps")
-        return {"steps": steps, "curve_every": self.curve_every, "train_flags": self.train_flags}
+        return steps
+
+    def settings(self, preset: Preset, twin: str) -> dict:
+        """What a run trains with: a finished run is reused only while all of it is unchanged, the preset's
+        flags included (an edited preset trains its runs afresh in another --output-dir)."""
+        return {"steps": self.steps_of(preset), "curve_every": self.curve_every, "train_flags": self.train_flags,
+                "preset_flags": {**preset.flags, **preset.twin_flags.get(twin, {})}}
 
     def check_flags(self) -> None:
         for name in ("jobs", "threads_per_job", "curve_every"):

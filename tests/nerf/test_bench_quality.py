@@ -94,7 +94,7 @@ def test_a_failed_training_stays_failed_and_other_settings_are_refused(tmp_path)
     preset = load_preset("nerf-cpu")
     bench = BenchQuality(presets=("nerf-cpu",), seeds=(7,), steps=3, output_dir=tmp_path)
     for twin in ("dense", "eugen"):
-        QualityRun(preset, twin, 7, tmp_path / "runs", bench.settings(preset)).write_record(
+        QualityRun(preset, twin, 7, tmp_path / "runs", bench.settings(preset, twin)).write_record(
             status="failed", error="error: training diverged at step 2", exit_code=2)
     results = bench.run()  # trains nothing: both trainings failed before
     rows = results["presets"]["nerf-cpu"]["runs"]
@@ -103,6 +103,10 @@ def test_a_failed_training_stays_failed_and_other_settings_are_refused(tmp_path)
     assert not list((tmp_path / "runs").glob("*/*/run"))
     with pytest.raises(InputError, match="trained with other settings"):
         BenchQuality(presets=("nerf-cpu",), seeds=(7,), steps=4, output_dir=tmp_path).run()
+    edited = tmp_path / "nerf-cpu.yml"  # the same preset with another learning rate: its runs are not reused
+    edited.write_text(preset.path.read_text().replace("lr: 0.001", "lr: 0.002"))
+    with pytest.raises(InputError, match="trained with other settings"):
+        BenchQuality(presets=(str(edited),), seeds=(7,), steps=3, output_dir=tmp_path).run()
 
 
 @pytest.mark.parametrize("argv0, expected", [
