@@ -260,7 +260,8 @@ def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, t
     for entry in results["methods"].values():
         assert set(entry["models"]) == {"dense", "eugen"} and set(entry["mlp_speedup_by_m"]) == {8, 16}
         for row in entry["models"].values():
-            assert 0 < row["psnr"] < 100 and 0 < row["ssim"] <= 1 and row["parameters"] > 0 and row["image_ms"] > 0
+            # a smoke-trained model may render an image less similar than noise: SSIM lies in [-1, 1]
+            assert 0 < row["psnr"] < 100 and -1 <= row["ssim"] <= 1 and row["parameters"] > 0 and row["image_ms"] > 0
     assert "| eugen-zipnerf | eugen |" in (tmp_path / "suite" / "suite.md").read_text()
     for name in ("suite.json", "speedup_vs_m.png", "psnr_vs_image_time.png"):
         assert (tmp_path / "suite" / name).stat().st_size > 0
