@@ -12,6 +12,8 @@ renders opaque) and flagged as failed when (docs/commands.md says why these):
 - training stopped (a divergence, an error), or its evaluation failed or was not finite;
 - its final train PSNR is more than FAILED_TRAIN_PSNR_DB below the best run of the same preset;
 - its median test depth lies in front of the training near plane (a "screen" in front of the cameras);
+- its median test depth is more than TRUE_DEPTH_FACTOR times off the scene's, where the data set has depth
+  images (nerfstudio-data's `depth_file_path`): a failure every run of a preset shares is caught too;
 - its median test depth is more than DEPTH_FACTOR times off the median of the preset's runs (the far
   background, or a screen where no near plane is set).
 The summary per preset gives each twin's test PSNR as mean +- sd over the runs that trained, and the
@@ -32,6 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imageio.v2 as imageio
+import numpy as np
 import torch
 import tyro
 from rich.console import Console
@@ -44,6 +48,7 @@ from eugen_nerf.presets import Preset, load_preset
 
 FAILED_TRAIN_PSNR_DB = 3.0  # a run this far below the preset's best train PSNR did not learn the scene
 DEPTH_FACTOR = 5.0  # median test depths of runs that learned the same scene agree within this factor
+TRUE_DEPTH_FACTOR = 3.0  # rendered ray distance against the depth images' z: within this factor when learned
 FINAL_FRACTION = 0.1  # the final train PSNR is the mean over this last part of the logged steps
 OPAQUE = 0.5  # pixels rendered with more accumulation than this have a depth that means something
 # Learning curves are the PSNR of each logged batch's colour loss (an MSE in every method here; the fine
@@ -162,7 +167,8 @@ class BenchQuality:
         results = {"date": today(), "command": command_line("eugen bench quality"), "cpu_count": os.cpu_count(),
                    "train_flags": self.train_flags,
                    "jobs": self.jobs, "threads_per_job": self.threads_per_job, "curve_every": self.curve_every,
-                   "failure_rules": {"train_psnr_below_best_db": FAILED_TRAIN_PSNR_DB, "depth_factor": DEPTH_FACTOR},
+                   "failure_rules": {"train_psnr_below_best_db": FAILED_TRAIN_PSNR_DB, "depth_factor": DEPTH_FACTOR,
+                                     "true_depth_factor": TRUE_DEPTH_FACTOR},
                    "presets": {}}
         for preset in presets:
             rows = [self.measure(run, errors.get(run.name)) for run in runs if run.preset is preset]
@@ -278,6 +284,19 @@ class BenchQuality:
         return row
 
 
+def true_median_depth(dataset, test_views: int | None) -> float | None:
+    """The median depth of the test views' depth images in scene units (nerfstudio-data's `depth_file_path`,
+    times its unit scale and the data parser's scale); None when the data set has none."""
+    outputs = dataset._dataparser_outputs
+    filenames = outputs.metadata.get("depth_filenames")
+    if not filenames:
+        return None
+    scale = float(outputs.metadata.get("depth_unit_scale_factor", 1.0)) * float(outputs.dataparser_scale)
+    depths = [np.asarray(imageio.imread(name), dtype=np.float64) for name in filenames[:test_views]]
+    valid = np.concatenate([depth[depth > 0] for depth in depths])
+    return float(np.median(valid)) * scale if valid.size else None
+
+
 def read_curves(folder: Path) -> dict[str, list[list[float]]]:
     """[step, PSNR] pairs of the train batches and of the test batches, from the run's tensorboard events."""
     events = run_scalars(folder)
@@ -333,6 +352,7 @@ def evaluate_run(config_path: Path, test_views: int | None) -> dict:
         "test_lpips": _rounded(final_image_metric(averaged, "lpips")),
         "test_views": len(next(iter(metrics.values()), [])),
         "median_test_depth": _rounded(float(torch.cat(depths).median())) if sum(map(len, depths)) else None,
+        "true_median_depth": _rounded(true_median_depth(pipeline.datamanager.eval_dataset, test_views)),
         "near_plane": collider.get("near_plane"),
     }
 
@@ -353,8 +373,12 @@ def flag_failures(rows: list[dict]) -> None:
         depth, near = row.get("median_test_depth"), row.get("near_plane")
         if depth is None:
             continue
+        true = row.get("true_median_depth")
         if near is not None and depth < near:
             row["failed"].append(f"median test depth {depth:.3g} in front of the near plane {near:g} (a screen)")
+        elif true and not true / TRUE_DEPTH_FACTOR <= depth <= true * TRUE_DEPTH_FACTOR:
+            row["failed"].append(f"median test depth {depth:.3g}, more than {TRUE_DEPTH_FACTOR:g}x off the scene's "
+                                 f"{true:.3g} (its depth images)")
         elif typical and not typical / DEPTH_FACTOR <= depth <= typical * DEPTH_FACTOR:
             row["failed"].append(f"median test depth {depth:.3g}, more than {DEPTH_FACTOR:g}x off the preset's "
                                  f"median {typical:.3g}")

@@ -32,6 +32,38 @@ def test_failure_flags_catch_a_stalled_run_a_screen_and_the_background():
     assert "off the preset's median" in failed[("dense", 2)][0]
 
 
+def test_a_backdrop_every_run_shares_is_caught_by_the_scenes_own_depth():
+    # mipnerf360-cpu's six runs: all far behind the scene, so no run is off the preset's median by 5x
+    depths = {("dense", 42): 5.62, ("eugen", 42): 9.0, ("dense", 1): 6.02, ("eugen", 1): 11.0,
+              ("dense", 2): 9.29, ("eugen", 2): 12.0}
+    rows = [row(twin, seed, 20.5, 21.2, depth=depth) for (twin, seed), depth in depths.items()]
+    flag_failures(rows)
+    assert all(not r["failed"] for r in rows)  # the relative rule alone misses it
+    for r in rows:
+        r["true_median_depth"] = 1.22
+    flag_failures(rows)
+    assert all("off the scene's 1.22" in r["failed"][0] for r in rows)
+    learned = [row("dense", 42, 28.0, 29.0, depth=1.04), row("eugen", 42, 28.0, 29.0, depth=1.64)]
+    for r in learned:
+        r["true_median_depth"] = 1.22
+    flag_failures(learned)
+    assert all(not r["failed"] for r in learned)
+
+
+def test_true_depth_of_the_embedded_unbounded_scene_is_read_from_its_depth_images():
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.data.datasets.base_dataset import InputDataset
+
+    from eugen_nerf.bench.quality import true_median_depth
+    from eugen_nerf.resources import embedded_scene
+
+    outputs = NerfstudioDataParserConfig(data=embedded_scene("unbounded")).setup().get_dataparser_outputs("test")
+    depth = true_median_depth(InputDataset(outputs), test_views=2)
+    assert depth is not None and 0.3 < depth < 4.0  # the object and the ground, in the normalised scene
+    outputs.metadata.pop("depth_filenames")
+    assert true_median_depth(InputDataset(outputs), test_views=2) is None  # no depth images: no check
+
+
 def test_summary_averages_the_runs_that_trained_and_pairs_the_gap_by_seed():
     rows = [row("dense", 42, 24.0, 28.0), row("eugen", 42, 25.0, 29.0),
             row("dense", 1, 22.0, 28.0), row("eugen", 1, 22.5, 28.0),
