@@ -292,9 +292,16 @@ def true_median_depth(dataset, test_views: int | None) -> float | None:
     if not filenames:
         return None
     scale = float(outputs.metadata.get("depth_unit_scale_factor", 1.0)) * float(outputs.dataparser_scale)
-    depths = [np.asarray(imageio.imread(name), dtype=np.float64) for name in filenames[:test_views]]
+    depths = [read_depth_image(Path(name)) for name in filenames[:test_views]]
     valid = np.concatenate([depth[depth > 0] for depth in depths])
     return float(np.median(valid)) * scale if valid.size else None
+
+
+def read_depth_image(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(imageio.imread(path), dtype=np.float64)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: the data set's depth image cannot be read ({error})") from None
 
 
 def read_curves(folder: Path) -> dict[str, list[list[float]]]:

@@ -50,16 +50,22 @@ def test_a_backdrop_every_run_shares_is_caught_by_the_scenes_own_depth():
     assert all(not r["failed"] for r in learned)
 
 
-def test_true_depth_of_the_embedded_unbounded_scene_is_read_from_its_depth_images():
+def test_true_depth_of_the_embedded_unbounded_scene_is_read_from_its_depth_images(tmp_path):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
     from nerfstudio.data.datasets.base_dataset import InputDataset
 
     from eugen_nerf.bench.quality import true_median_depth
+    from eugen_nerf.errors import InputError
     from eugen_nerf.resources import embedded_scene
 
     outputs = NerfstudioDataParserConfig(data=embedded_scene("unbounded")).setup().get_dataparser_outputs("test")
     depth = true_median_depth(InputDataset(outputs), test_views=2)
     assert depth is not None and 0.3 < depth < 4.0  # the object and the ground, in the normalised scene
+    damaged = tmp_path / "depth.png"
+    damaged.write_bytes(b"not a png")
+    outputs.metadata["depth_filenames"] = [damaged]
+    with pytest.raises(InputError, match="depth.png: the data set's depth image cannot be read"):
+        true_median_depth(InputDataset(outputs), test_views=2)
     outputs.metadata.pop("depth_filenames")
     assert true_median_depth(InputDataset(outputs), test_views=2) is None  # no depth images: no check
 
