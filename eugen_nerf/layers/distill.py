@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from eugen_nerf.layers.eugen import EUGenLinear
@@ -124,14 +125,53 @@ def _fit_readout(layer: nn.Module, features: Callable[[Tensor], Tensor], batches
     return equations.relative_error(before), equations.relative_error(solution), equations.count
 
 
-def fit_linear(layer: nn.Linear, batches: Iterable[tuple[Tensor, Tensor]], *, ridge: float = 1e-6) -> DistillReport:
-    """Refit a dense `nn.Linear` in closed form to (inputs, targets) pairs, in place: the read-out of
-    a distilled student (targets: the teacher's pre-activation outputs, inputs: the student's own)."""
+def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-6, floor: float | None = None,
+               iterations: int = 10) -> DistillReport:
+    """Refit a dense `nn.Linear` in closed form to (inputs, targets[, point weights]) pairs, in place:
+    the read-out of a distilled student (targets: the teacher's pre-activation outputs, inputs: the
+    student's own).
+
+    With a `floor`, a target below it only asks the output to stay below it too (a one-sided least
+    squares: a raw density of -60 and one of -6 both mean empty space, and fitting them exactly would
+    spend the fit on them): `iterations` least-squares solves, each with those targets moved to
+    min(current output, floor), which lowers the one-sided loss at every solve."""
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"layer must be an nn.Linear, got {type(layer).__name__}")
     start = time.perf_counter()
-    before, error, count = _fit_readout(layer, lambda inputs: inputs, batches, None, ridge)
-    return DistillReport(error, count, time.perf_counter() - start, initial_relative_error=before)
+    if floor is None:
+        before, error, count = _fit_readout(layer, lambda inputs: inputs, batches, None, ridge)
+        return DistillReport(error, count, time.perf_counter() - start, initial_relative_error=before)
+    if not math.isfinite(floor) or iterations < 1:
+        raise ValueError(f"floor must be finite and iterations >= 1, got {floor!r}, {iterations!r}")
+    data = [_split(batch, None) for batch in batches]
+    inputs = [d[0].to(layer.weight.device) for d in data]
+    targets = [d[1].to(layer.weight.device) for d in data]
+    weights = [d[2] for d in data]
+    bounds = [target.clamp_min(floor) for target in targets]
+    before = None
+    for _ in range(iterations):
+        pairs = zip(inputs, bounds, weights, strict=True)
+        error_before, _, count = _fit_readout(layer, lambda x: x, pairs, None, ridge)
+        before = error_before if before is None else before
+        with torch.no_grad():
+            bounds = [torch.where(t > floor, t, layer(x).clamp_max(floor))
+                      for x, t in zip(inputs, targets, strict=True)]
+    # the error reported is the one-sided one: below the floor only an output above it counts
+    return DistillReport(_one_sided_error(layer, inputs, targets, weights, floor), count,
+                         time.perf_counter() - start, initial_relative_error=before)
+
+
+@torch.no_grad()
+def _one_sided_error(layer: nn.Module, inputs: list[Tensor], targets: list[Tensor], weights: list[Tensor | None],
+                     floor: float) -> float:
+    error = energy = 0.0
+    for x, t, w in zip(inputs, targets, weights, strict=True):
+        out = layer(x)
+        miss = torch.where(t > floor, out - t, (out - floor).clamp_min(0))
+        scale = 1.0 if w is None else w.to(out).reshape(-1, 1)
+        error += float((miss.square() * scale).sum())
+        energy += float((t.clamp_min(floor).square() * scale).sum())
+    return math.sqrt(error / max(energy, 1e-300))
 
 
 def distill_linear(
@@ -142,16 +182,23 @@ def distill_linear(
     ridge: float = 1e-6,
     refine_steps: int = 0,
     refine_lr: float = 1e-3,
+    projection: str = "random",
+    emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
 ) -> DistillReport:
     """Fit `student.weight` and `student.bias` to the teacher's outputs in closed form, in place.
 
     Args:
-        student: the EUGen layer to fit; its projection G is kept.
+        student: the EUGen layer to fit.
         batches: input batches (N, d) (then `teacher` gives the targets) or (inputs, targets) pairs.
             Pass a callable returning a fresh iterable when `refine_steps` > 0 (it is read again).
         teacher: e.g. `nn.Sequential(linear, nn.ReLU())`; the layer being replaced.
         ridge: lambda, relative to the mean diagonal of F^T F; 0 gives the plain least squares.
         refine_steps: epochs of Adam on G and A (MSE) after the closed form ("trainable G").
+        projection: "random" keeps the student's G; "fitted" first replaces its order-1 and order-2
+            blocks by directions chosen from the data in closed form (`fitted_projection`).
+        emphasis: with "fitted", the outputs downstream of this layer that matter most (e.g. a NeRF's
+            raw density), one row per input row of the batches in order, or a map of the targets to
+            them (e.g. the density head); they weigh as much as all targets together.
     """
     if not isinstance(student, EUGenLinear):
         raise ValueError(f"student must be an EUGenLinear, got {type(student).__name__}")
@@ -163,7 +210,18 @@ def distill_linear(
         raise ValueError("batches must be a callable returning an iterable when refine_steps > 0")
     if refine_steps > 0 and not student.store_projection:
         raise ValueError("refine_steps > 0 changes G: the student needs store_projection=True to keep it")
+    if projection not in ("random", "fitted"):
+        raise ValueError(f"projection must be random or fitted, got {projection!r}")
+    if projection == "fitted" and not student.store_projection:
+        raise ValueError("projection='fitted' changes G: the student needs store_projection=True to keep it")
     start = time.perf_counter()
+    if projection == "fitted":  # the data is read twice: once for G, once for A
+        cached = [_split(batch, teacher) for batch in (batches() if callable(batches) else batches)]
+        with torch.no_grad():
+            student.projection.copy_(fitted_projection(student, cached, emphasis).to(student.projection))
+        cached_batches = [(x, y) if w is None else (x, y, w) for x, y, w in cached]
+        batches = (lambda: iter(cached_batches)) if callable(batches) else cached_batches
+        teacher = None
     _, error, count = _fit_readout(student, student.features, batches() if callable(batches) else batches, teacher,
                                    ridge)
     report = DistillReport(error, count, 0.0)
@@ -171,6 +229,81 @@ def distill_linear(
         report.refined_relative_error = _refine(student, batches, teacher, refine_steps, refine_lr)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _unit_rms(rows: Tensor, inputs: Tensor, weights: Tensor) -> Tensor:
+    """Rows rescaled so that their projections of the inputs have weighted mean square 1."""
+    mean_square = ((inputs @ rows.t()).square() * weights[:, None]).sum(0) / weights.sum()
+    return rows / mean_square.sqrt().clamp_min(1e-12)[:, None]
+
+
+@torch.no_grad()
+def fitted_projection(
+    layer: EUGenLinear,
+    batches: list[tuple[Tensor, Tensor, Tensor | None]],
+    emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
+    *,
+    max_points: int = 65_536,
+    quadratic_basis: int = 24,
+    seed: int = 0,
+) -> Float[Tensor, "rows augmented"]:
+    """A projection G for `layer` chosen from (inputs, targets, weights) in closed form (eugen-math.md §3,
+    "Fitted projections"); the blocks above order 2 keep the layer's rows.
+
+    Order 1: the m directions of x+ that predict the targets best in a rank-m linear map (reduced-rank
+    regression: the top singular directions of the least-squares fit). Order 2 (both factors alike,
+    so each feature is a square (u.x+)^2): in the span of the `quadratic_basis` principal directions
+    of x+, the quadratic forms that fit what the order-1 part leaves, one per target, are combined
+    and their m leading eigen-directions kept.
+    """
+    inputs = torch.cat([batch[0] for batch in batches])
+    targets = torch.cat([batch[1] for batch in batches])
+    weights = torch.cat([torch.ones(len(batch[0])) if batch[2] is None else batch[2].reshape(-1).cpu()
+                         for batch in batches])
+    if torch.is_tensor(emphasis) and len(emphasis) != len(inputs):
+        raise ValueError(f"emphasis has {len(emphasis)} rows, the batches {len(inputs)}")
+    if len(inputs) > max_points:
+        keep = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))[:max_points]
+        inputs, targets, weights = inputs[keep], targets[keep], weights[keep]
+        emphasis = emphasis[keep.to(emphasis.device)] if torch.is_tensor(emphasis) else emphasis
+    device = layer.projection.device
+    augmented = layer.augmented_input(inputs.to(device)).to(torch.float64)
+    targets = targets.to(device, torch.float64)
+    if emphasis is not None:
+        extra = (emphasis if torch.is_tensor(emphasis) else emphasis(targets.to(inputs.dtype)))
+        extra = extra.to(device, torch.float64).reshape(len(targets), -1)
+        scale = (targets.var(0).sum() / extra.var(0).sum().clamp_min(1e-300)).sqrt()
+        targets = torch.cat([targets, extra * scale], dim=1)
+    weights = weights.to(device, torch.float64)
+    root = (weights / weights.mean()).sqrt()[:, None]
+    centred_x = (augmented - (augmented * root.square()).mean(0)) * root
+    centred_y = (targets - (targets * root.square()).mean(0)) * root
+    m = layer.num_features
+    gram = centred_x.t() @ centred_x
+    ridge = 1e-6 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=device)
+    coefficients = torch.linalg.solve(gram + ridge, centred_x.t() @ centred_y)  # [d+, l]
+    fitted = centred_x @ coefficients
+    directions = torch.linalg.eigh(fitted.t() @ fitted).eigenvectors[:, -m:]  # top right singular vectors
+    projection = layer.projection.detach().to(torch.float64).clone()
+    projection[:m] = _unit_rms((coefficients @ directions).t(), augmented, weights)
+    if layer.order >= 2:
+        residual = centred_y - fitted @ directions @ directions.t()
+        basis_size = min(quadratic_basis, len(gram))
+        basis = torch.linalg.eigh(gram).eigenvectors[:, -basis_size:].t()  # [K, d+] principal directions
+        z = augmented @ basis.t()
+        upper = torch.triu_indices(basis_size, basis_size, device=device)
+        design = torch.cat([torch.ones_like(z[:, :1]), z, z[:, upper[0]] * z[:, upper[1]]], dim=1) * root
+        normal = design.t() @ design
+        normal += 1e-8 * normal.diagonal().mean() * torch.eye(len(normal), dtype=normal.dtype, device=device)
+        quadratic = torch.linalg.solve(normal, design.t() @ residual)[1 + basis_size:]  # [K(K+1)/2, l]
+        forms = torch.zeros(residual.shape[1], basis_size, basis_size, dtype=torch.float64, device=device)
+        forms[:, upper[0], upper[1]] = quadratic.t()
+        forms = 0.5 * (forms + forms.transpose(1, 2))
+        leading = torch.linalg.eigh((forms @ forms).sum(0)).eigenvectors[:, -m:].t()  # [m, K]
+        rows = _unit_rms(leading @ basis, augmented, weights)
+        projection[m : 2 * m] = rows
+        projection[2 * m : 3 * m] = rows
+    return projection
 
 
 def _refine(student: EUGenLinear, batches: Callable[[], Iterable[Batch]], teacher, steps: int, lr: float) -> float:

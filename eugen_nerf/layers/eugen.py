@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from functools import reduce
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from eugen_nerf.layers.factored import Factored, Piece, linear_on_pieces, piece_norms, piece_width
@@ -223,10 +224,11 @@ class EUGenLinear(nn.Module):
             self.projection.copy_(fresh.to(self.projection.dtype))
 
     # --------------------------------------------------------------------------------- forward
-    def _project(self, pieces: list[Piece]) -> tuple[Tensor, Tensor | None]:
-        """Rows G x+ for the input concat(pieces), and ||x+||^2 where the feature map needs it."""
+    def _project(self, pieces: list[Piece], projection: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Rows G x+ for the input concat(pieces) (G: `projection`, default the layer's), and ||x+||^2
+        where the feature map needs it."""
         d = self.mixed_features
-        g = self.projection
+        g = self.projection if projection is None else projection
         constant = g[:, d] if self.constant_feature else None
         projected = linear_on_pieces(g[:, :d], constant, pieces)  # [N, T*m], T = k(k+1)/2 projections
         in_place = not torch.is_grad_enabled()
@@ -279,6 +281,13 @@ class EUGenLinear(nn.Module):
         assert squared is not None
         mapped = torch.exp(z - 0.5 * self.projection_scale**2 * squared[:, None])
         return torch.cat([mapped] + ones, dim=1) if ones else mapped
+
+    def augmented_input(self, x: Float[Tensor, "batch in_features"]) -> Float[Tensor, "batch augmented"]:
+        """The x+ the projections read (after soft normalisation), without the linear inputs: what a
+        data-chosen projection (eugen_nerf.layers.distill.fitted_projection) is fitted on."""
+        _, pieces = self._split_linear_inputs(self._as_pieces(x))
+        identity = torch.eye(self.augmented_features, dtype=x.dtype, device=x.device)
+        return self._project(pieces, identity)[0]
 
     def features(self, x: Tensor | Factored | list[Piece]) -> Tensor:
         """f(x) for a batch (N, in_features), without the constant order-0 feature (and without the

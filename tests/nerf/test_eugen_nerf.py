@@ -477,6 +477,10 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     assert any(key.endswith(".projection_seed") for key in state)
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     assert pipeline.model.config.layer == "eugen"
+    # the fitted projections (the default) are the checkpoint's, not a redraw from the seed
+    layer = pipeline.model.field_coarse.mlp_base.layers[1]
+    assert torch.equal(layer.projection.cpu(), state["_model.field_coarse.mlp_base.layers.1.projection"])
+    assert not torch.allclose(layer.projection.cpu(), layer._draw_projection(int(layer.projection_seed)))
     first = {path: path.read_bytes() for path in student.parent.rglob("*") if path.is_file()}
     again = Path(Distill(load_config=tiny_runs["dense"], output_dir=tmp_path, rays=32).run()["student"])
     assert again.parent != student.parent and again.parent.name.startswith(student.parent.name + "-")
@@ -493,8 +497,12 @@ def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, t
     assert [fit["kind"] for fit in layerwise["layers"]] == ["eugen"] * 18  # a read-out refit would be exact there
     with pytest.raises(InputError, match="--targets must be teacher or layer, got 'own'"):
         Distill(load_config=tiny_runs["dense"], targets="own").run()
-    with pytest.raises(InputError, match="--weights must be render or uniform"):
+    with pytest.raises(InputError, match="--weights must be active or render or uniform"):
         Distill(load_config=tiny_runs["dense"], weights="depth").run()
+    with pytest.raises(InputError, match="--projections must be fitted or random"):
+        Distill(load_config=tiny_runs["dense"], projections="learned").run()
+    with pytest.raises(InputError, match="--empty-weight must be in"):
+        Distill(load_config=tiny_runs["dense"], empty_weight=2.0).run()
 
 
 def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):

@@ -140,16 +140,37 @@ def captured(field_module, samples, name: str, which: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def point_weights(teacher_field, samples, chunk: int) -> torch.Tensor:
-    """One weight per sample: its render weight under the teacher plus the mean render weight, so that
-    the fits favour the points that reach pixels and still see empty space."""
+def point_weights(teacher_field, samples, distill: Distill) -> torch.Tensor:
+    """One weight per sample. render: its render weight under the teacher plus the mean render weight,
+    so that the fits favour the points that reach pixels and still see empty space; active: 1 where the
+    teacher's raw density is above --active-above, --empty-weight elsewhere (empty space needs only to
+    stay empty, and is most of the samples)."""
     from nerfstudio.field_components.field_heads import FieldHeadNames
 
     flat = samples.reshape(-1)
-    density = torch.cat([teacher_field.forward(flat[start : start + chunk])[FieldHeadNames.DENSITY]
-                         for start in range(0, len(flat), chunk)])
+    if distill.weights == "active":
+        raw = torch.cat([captured(teacher_field, flat[start : start + distill.chunk], "field_output_density.net", 1)
+                         for start in range(0, len(flat), distill.chunk)]).reshape(-1)
+        return torch.where(raw > distill.active_above, 1.0, distill.empty_weight)
+    density = torch.cat([teacher_field.forward(flat[start : start + distill.chunk])[FieldHeadNames.DENSITY]
+                         for start in range(0, len(flat), distill.chunk)])
     weights = samples.get_weights(density.reshape(*samples.shape, 1)).reshape(-1)
     return weights + weights.mean()
+
+
+@torch.no_grad()
+def teacher_outputs(teacher_field, samples, distill: Distill) -> torch.Tensor:
+    """Per sample, what reaches the pixels: the teacher's raw density (clamped at --density-floor) and
+    RGB logits; every fitted projection of the field must keep them (--emphasis outputs)."""
+    flat = samples.reshape(-1)
+    parts = []
+    for start in range(0, len(flat), distill.chunk):
+        part = flat[start : start + distill.chunk]
+        raw = captured(teacher_field, part, "field_output_density.net", 1).reshape(len(part), -1)
+        if distill.density_floor is not None:
+            raw = raw.clamp_min(distill.density_floor)
+        parts.append(torch.cat([raw, captured(teacher_field, part, "field_heads.0.net", 1)], dim=-1))
+    return torch.cat(parts)
 
 
 def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targets: str,
@@ -175,7 +196,8 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
     fits = []
     for mlp in (student_field.mlp_base, student_field.mlp_head):
         mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
-    weights = point_weights(teacher_field, samples, distill.chunk) if distill.weights == "render" else None
+    weights = point_weights(teacher_field, samples, distill) if distill.weights != "uniform" else None
+    emphasis = teacher_outputs(teacher_field, samples, distill) if distill.projections == "fitted" else None
     try:
         for name in fit_points(student_field):
             layer = student_field.get_submodule(name)
@@ -186,9 +208,12 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
                 if refine:  # refinement reads the pairs once per epoch: trace them once
                     cached = list(pairs())
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
-                report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine)
+                report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
+                                        projection=distill.projections,
+                                        emphasis=emphasis)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
-                report = fit_linear(layer, pairs(), ridge=distill.ridge)
+                floor = distill.density_floor if name == "field_output_density.net" else None
+                report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
             else:
                 continue
             fits.append({"layer": name, "kind": "eugen" if isinstance(layer, EUGenLinear) else "dense read-out",
@@ -232,9 +257,21 @@ class Distill:
     """teacher | layer: each layer is fitted to the teacher's own activation there (teacher: earlier layers'
     errors do not compound, and the dense layers after the first EUGen layer, up to the density and RGB
     heads, are refitted too), or to the teacher layer applied to the student's own input (layer)."""
-    weights: str = "uniform"
-    """uniform | render: weight all fitting points alike, or each by its render weight under the teacher
+    projections: str = "fitted"
+    """fitted | random: choose each EUGen layer's order-1 and order-2 projections from the data in closed
+    form (docs/eugen-math.md §3), or keep the random ones."""
+    weights: str = "active"
+    """active | uniform | render: weight fitting points by whether the teacher's raw density there is
+    above --active-above (1, else --empty-weight), alike, or by their render weight under the teacher
     (plus their mean, so empty space still counts)."""
+    active_above: float = -10.0
+    """With --weights active: raw density (before the softplus) above which a point weighs 1."""
+    empty_weight: float = 0.05
+    """With --weights active: the weight of the other points."""
+    density_floor: float | None = -5.0
+    """Raw densities below this all mean empty space: the density read-out is fitted one-sided there (its
+    output need only stay below), and the fitted projections see the raw density clamped at it; None:
+    plain least squares."""
     refine_steps: int = 0
     """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
     finetune_steps: int = 0
@@ -254,7 +291,10 @@ class Distill:
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
-        check_flag_choice("--weights", self.weights, ("render", "uniform"))
+        check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
+        check_flag_choice("--projections", self.projections, ("fitted", "random"))
+        if not 0 <= self.empty_weight <= 1:
+            raise InputError(f"--empty-weight must be in [0, 1], got {self.empty_weight}")
         teacher_config = load_teacher_config(self.load_config)
         started = time.perf_counter()
         _, teacher, _, step = eval_setup_of(self.load_config, "--load-config")
