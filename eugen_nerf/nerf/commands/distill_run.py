@@ -158,19 +158,16 @@ def point_weights(teacher_field, samples, distill: Distill) -> torch.Tensor:
     return weights + weights.mean()
 
 
-@torch.no_grad()
-def teacher_outputs(teacher_field, samples, distill: Distill) -> torch.Tensor:
-    """Per sample, what reaches the pixels: the teacher's raw density (clamped at --density-floor) and
-    RGB logits; every fitted projection of the field must keep them (--emphasis outputs)."""
-    flat = samples.reshape(-1)
-    parts = []
-    for start in range(0, len(flat), distill.chunk):
-        part = flat[start : start + distill.chunk]
-        raw = captured(teacher_field, part, "field_output_density.net", 1).reshape(len(part), -1)
-        if distill.density_floor is not None:
-            raw = raw.clamp_min(distill.density_floor)
-        parts.append(torch.cat([raw, captured(teacher_field, part, "field_heads.0.net", 1)], dim=-1))
-    return torch.cat(parts)
+def emphasis_of(student_field, teacher_field, name: str, distill: Distill):
+    """For the last EUGen layer before a head, the teacher's head on the layer's targets (the raw density,
+    clamped at --density-floor, or the RGB logits): what reaches the pixels, which its fitted projection
+    must keep. Earlier layers get none (emphasising the density there too measured worse)."""
+    if name == f"mlp_base.layers.{len(student_field.mlp_base.layers) - 1}":
+        head, floor = teacher_field.field_output_density.net, distill.density_floor
+        return lambda targets: head(targets) if floor is None else head(targets).clamp_min(floor)
+    if name == f"mlp_head.layers.{len(student_field.mlp_head.layers) - 1}":
+        return teacher_field.field_heads[0].net
+    return None
 
 
 def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targets: str,
@@ -197,7 +194,6 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
     for mlp in (student_field.mlp_base, student_field.mlp_head):
         mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
     weights = point_weights(teacher_field, samples, distill) if distill.weights != "uniform" else None
-    emphasis = teacher_outputs(teacher_field, samples, distill) if distill.projections == "fitted" else None
     try:
         for name in fit_points(student_field):
             layer = student_field.get_submodule(name)
@@ -210,7 +206,7 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
                                         projection=distill.projections,
-                                        emphasis=emphasis)
+                                        emphasis=emphasis_of(student_field, teacher_field, name, distill))
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
                 floor = distill.density_floor if name == "field_output_density.net" else None
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
