@@ -143,35 +143,52 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
         return DistillReport(error, count, time.perf_counter() - start, initial_relative_error=before)
     if not math.isfinite(floor) or iterations < 1:
         raise ValueError(f"floor must be finite and iterations >= 1, got {floor!r}, {iterations!r}")
+    if not (math.isfinite(ridge) and ridge >= 0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     data = [_split(batch, None) for batch in batches]
-    inputs = [d[0].to(layer.weight.device) for d in data]
-    targets = [d[1].to(layer.weight.device) for d in data]
-    weights = [d[2] for d in data]
-    bounds = [target.clamp_min(floor) for target in targets]
-    before = None
+    if not data:
+        raise ValueError("batches is empty")
+    device = layer.weight.device
+    has_bias = layer.bias is not None
+    design = torch.cat([d[0] for d in data]).to(device, torch.float64)
+    if has_bias:
+        design = torch.cat([torch.ones_like(design[:, :1]), design], dim=1)
+    targets = torch.cat([d[1] for d in data]).to(device, torch.float64)
+    if targets.shape[-1] != layer.weight.shape[0]:
+        raise ValueError(f"targets have width {targets.shape[-1]}, expected out_features={layer.weight.shape[0]}")
+    weights = (torch.ones(len(design), dtype=torch.float64, device=device) if any(d[2] is None for d in data)
+               else torch.cat([d[2].reshape(-1) for d in data]).to(device, torch.float64))[:, None]
+    weighted = design * weights
+    gram = weighted.t() @ design  # the same in every solve: only the targets move
+    penalty = torch.full((len(gram),), ridge * float(gram.diagonal().mean()), dtype=torch.float64, device=device)
+    if has_bias:
+        penalty[0] = 0.0
+    system = gram + torch.diag(penalty)
+    current = layer.weight.detach().t().to(torch.float64)
+    if has_bias:
+        current = torch.cat([layer.bias.detach().to(torch.float64)[None], current])
+
+    def one_sided(solution: Tensor) -> float:
+        out = design @ solution
+        miss = torch.where(targets > floor, out - targets, (out - floor).clamp_min(0))
+        energy = (targets.clamp_min(floor).square() * weights).sum()
+        return math.sqrt(float((miss.square() * weights).sum()) / max(float(energy), 1e-300))
+
+    before = one_sided(current)
+    initial = current
+    bounds = targets.clamp_min(floor)
     for _ in range(iterations):
-        pairs = zip(inputs, bounds, weights, strict=True)
-        error_before, _, count = _fit_readout(layer, lambda x: x, pairs, None, ridge)
-        before = error_before if before is None else before
-        with torch.no_grad():
-            bounds = [torch.where(t > floor, t, layer(x).clamp_max(floor))
-                      for x, t in zip(inputs, targets, strict=True)]
+        rhs = weighted.t() @ bounds
+        current = torch.linalg.solve(system, rhs) if ridge > 0 else torch.linalg.lstsq(system, rhs).solution
+        bounds = torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
+    if one_sided(current) > before:  # the layer's own weights were already better: keep them
+        current = initial
+    with torch.no_grad():
+        layer.weight.copy_(current[int(has_bias) :].t().to(layer.weight.dtype))
+        if has_bias:
+            layer.bias.copy_(current[0].to(layer.bias.dtype))
     # the error reported is the one-sided one: below the floor only an output above it counts
-    return DistillReport(_one_sided_error(layer, inputs, targets, weights, floor), count,
-                         time.perf_counter() - start, initial_relative_error=before)
-
-
-@torch.no_grad()
-def _one_sided_error(layer: nn.Module, inputs: list[Tensor], targets: list[Tensor], weights: list[Tensor | None],
-                     floor: float) -> float:
-    error = energy = 0.0
-    for x, t, w in zip(inputs, targets, weights, strict=True):
-        out = layer(x)
-        miss = torch.where(t > floor, out - t, (out - floor).clamp_min(0))
-        scale = 1.0 if w is None else w.to(out).reshape(-1, 1)
-        error += float((miss.square() * scale).sum())
-        energy += float((t.clamp_min(floor).square() * scale).sum())
-    return math.sqrt(error / max(energy, 1e-300))
+    return DistillReport(one_sided(current), len(design), time.perf_counter() - start, initial_relative_error=before)
 
 
 def distill_linear(
@@ -267,30 +284,34 @@ def fitted_projection(
         inputs, targets, weights = inputs[keep], targets[keep], weights[keep]
         emphasis = emphasis[keep.to(emphasis.device)] if torch.is_tensor(emphasis) else emphasis
     device = layer.projection.device
-    augmented = layer.augmented_input(inputs.to(device)).to(torch.float64)
-    targets = targets.to(device, torch.float64)
+    # the point-sized products run in float32 (they only choose directions); the small systems in float64
+    augmented = layer.augmented_input(inputs.to(device, torch.float32))
+    targets = targets.to(device, torch.float32)
     if emphasis is not None:
         extra = (emphasis if torch.is_tensor(emphasis) else emphasis(targets.to(inputs.dtype)))
-        extra = extra.to(device, torch.float64).reshape(len(targets), -1)
+        extra = extra.to(device, torch.float32).reshape(len(targets), -1)
         scale = (targets.var(0).sum() / extra.var(0).sum().clamp_min(1e-300)).sqrt()
         targets = torch.cat([targets, extra * scale], dim=1)
-    weights = weights.to(device, torch.float64)
+    weights = weights.to(device, torch.float32)
     root = (weights / weights.mean()).sqrt()[:, None]
     centred_x = (augmented - (augmented * root.square()).mean(0)) * root
     centred_y = (targets - (targets * root.square()).mean(0)) * root
     m = layer.num_features
-    gram = centred_x.t() @ centred_x
+    gram = (centred_x.t() @ centred_x).double()
     ridge = 1e-6 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=device)
-    coefficients = torch.linalg.solve(gram + ridge, centred_x.t() @ centred_y)  # [d+, l]
-    fitted = centred_x @ coefficients
-    directions = torch.linalg.eigh(fitted.t() @ fitted).eigenvectors[:, -m:]  # top right singular vectors
+    coefficients = torch.linalg.solve(gram + ridge, (centred_x.t() @ centred_y).double())  # [d+, l]
+    # top right singular vectors of the fit X B, from (XB)^T XB = B^T (X^T X) B without forming XB
+    directions = torch.linalg.eigh(coefficients.t() @ gram @ coefficients).eigenvectors[:, -m:]
     projection = layer.projection.detach().to(torch.float64).clone()
-    projection[:m] = _unit_rms((coefficients @ directions).t(), augmented, weights)
+    projection[:m] = _unit_rms((coefficients @ directions).t(), augmented.double(), weights.double())
     if layer.order >= 2:
-        residual = centred_y - fitted @ directions @ directions.t()
+        # the quadratic fit has K(K+1)/2 unknowns per target: a quarter of the points is plenty
+        part = slice(0, max_points // 4)
+        residual = centred_y[part].double() - centred_x[part].double() @ coefficients @ directions @ directions.t()
         basis_size = min(quadratic_basis, len(gram))
         basis = torch.linalg.eigh(gram).eigenvectors[:, -basis_size:].t()  # [K, d+] principal directions
-        z = augmented @ basis.t()
+        z = augmented[part].double() @ basis.t()
+        root = root[part].double()
         upper = torch.triu_indices(basis_size, basis_size, device=device)
         design = torch.cat([torch.ones_like(z[:, :1]), z, z[:, upper[0]] * z[:, upper[1]]], dim=1) * root
         normal = design.t() @ design
@@ -300,7 +321,7 @@ def fitted_projection(
         forms[:, upper[0], upper[1]] = quadratic.t()
         forms = 0.5 * (forms + forms.transpose(1, 2))
         leading = torch.linalg.eigh((forms @ forms).sum(0)).eigenvectors[:, -m:].t()  # [m, K]
-        rows = _unit_rms(leading @ basis, augmented, weights)
+        rows = _unit_rms(leading @ basis, augmented.double(), weights.double())
         projection[m : 2 * m] = rows
         projection[2 * m : 3 * m] = rows
     return projection
