@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
@@ -340,3 +341,22 @@ def test_mipnerf360_takes_the_icosahedron_basis_for_the_nerf_and_proposal_mlps()
     assert model.field.position_encoding.get_out_dim() == 2 * 4 * 3 + 3
     with pytest.raises(InputError, match="--pipeline.model.position-basis"):
         EUGenMipNeRF360ModelConfig(position_basis="octahedron")
+
+
+def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from eugen_nerf.layers.eugen import EUGenLinear
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    results = Distill(load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16).run()
+    student = Path(results["student"])
+    assert student.parent.parent.name == "eugen-dnerf"
+    deformation = [(fit["layer"], fit["kind"]) for fit in results["layers"] if fit["field"] == "temporal_distortion"]
+    # hidden layers 1 and 2 are EUGen (the method's default), the offset layer after them is refitted
+    assert deformation == [("mlp_deform.layers.1", "eugen"), ("mlp_deform.layers.2", "eugen"),
+                           ("mlp_deform.layers.3", "dense read-out")]
+    assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
+    layers = pipeline.model.temporal_distortion.mlp_deform.layers
+    assert isinstance(layers[1], EUGenLinear) and not isinstance(layers[0], EUGenLinear)

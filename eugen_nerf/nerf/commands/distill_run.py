@@ -2,8 +2,10 @@
 
 The student is the teacher's architecture with EUGen layers at the chosen indices; every other weight
 (encodings, dense layers, heads) is copied. The EUGen layers are fitted one after the other by the
-closed form of `distill_linear`, on points sampled along training rays the way the model samples them
-(coarse: uniform; fine: the coarse field's PDF), each layer on the student's *own* inputs, i.e. after
+closed form of `distill_linear` (by default on projections chosen from the data, `fitted_projection`),
+on points sampled along training rays the way the model samples them (coarse: uniform; fine: the coarse
+field's PDF; a D-NeRF's samples moved by the teacher's deformation, whose network is fitted on the
+samples' positions and times), each layer on the student's *own* inputs, i.e. after
 the layers before it were distilled, against the teacher's own activation at that layer (so that
 earlier errors do not compound); the dense layers after the first EUGen layer, up to the density and
 RGB heads, are refitted the same way against the teacher's pre-activation outputs (right after a
@@ -36,7 +38,7 @@ from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
-SUPPORTED = ("eugen-nerf", "vanilla-nerf")
+SUPPORTED = ("eugen-nerf", "eugen-dnerf", "vanilla-nerf")
 
 
 def load_teacher_config(path: Path):
@@ -52,7 +54,7 @@ def load_teacher_config(path: Path):
 
 
 def student_config(teacher, distill: Distill):
-    """eugen-nerf's config for the teacher's architecture and data, EUGen layers as asked."""
+    """The teacher's method (eugen-nerf for vanilla-nerf) with its architecture and data, EUGen layers as asked."""
     from eugen_nerf.nerf.methods.nerf import EUGenNeRFModelConfig
     from eugen_nerf.nerf.methods.registry import eugen_nerf
 
@@ -68,17 +70,21 @@ def student_config(teacher, distill: Distill):
         model.eugen_base_layers = tuple(distill.eugen_base_layers)
     if distill.eugen_head_layers is not None:
         model.eugen_head_layers = tuple(distill.eugen_head_layers)
+    if distill.eugen_deformation_layers is not None and hasattr(model, "eugen_deformation_layers"):
+        model.eugen_deformation_layers = tuple(distill.eugen_deformation_layers)
     model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
                                       seed=distill.seed, soft_normalize=distill.soft_normalize)
     model.__post_init__()
-    config.method_name = "eugen-nerf"
+    config.method_name = "eugen-dnerf" if teacher.method_name == "eugen-dnerf" else "eugen-nerf"
     config.load_dir = config.load_checkpoint = None
     return config
 
 
 @torch.no_grad()
-def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
-    """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does."""
+def training_samples(model, cameras, num_rays: int, generator: torch.Generator) -> dict:
+    """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does (a
+    D-NeRF's samples moved by the teacher's deformation); with a deformation network also its inputs,
+    `temporal_distortion`: (N, 4) sample positions before the move and times, coarse then fine."""
     from nerfstudio.field_components.field_heads import FieldHeadNames
 
     index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
@@ -86,33 +92,62 @@ def training_samples(model, cameras, num_rays: int, generator: torch.Generator):
     coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
                         torch.rand(num_rays, 1, generator=generator) * widths], dim=-1)
     bundle = model.collider(cameras.generate_rays(camera_indices=index, coords=coords).to(model.device))
+    deformation_inputs = []
+
+    def deform(samples) -> None:  # as NeRFModel.get_outputs does before each field
+        if model.temporal_distortion is not None:
+            positions = samples.frustums.get_positions()
+            deformation_inputs.append(torch.cat([positions, samples.times.expand(*positions.shape[:-1], 1)], -1))
+            samples.frustums.set_offsets(model.temporal_distortion(positions, samples.times))
+
     coarse = model.sampler_uniform(bundle)
+    deform(coarse)
     weights = coarse.get_weights(model.field_coarse.forward(coarse)[FieldHeadNames.DENSITY])
     fine = model.sampler_pdf(bundle, coarse, weights)
-    return {"field_coarse": coarse, "field_fine": fine}
+    deform(fine)
+    samples = {"field_coarse": coarse, "field_fine": fine}
+    if deformation_inputs:
+        samples["temporal_distortion"] = torch.cat([inputs.reshape(-1, 4) for inputs in deformation_inputs])
+    return samples
 
 
-def fit_points(field_module) -> list[str]:
-    """Names of the layers a student field fits, in the order data flows through them: its EUGen layers
-    and every dense linear layer after the first of them (the read-outs, up to the density and RGB heads)."""
-    names = [f"mlp_base.layers.{i}" for i in range(len(field_module.mlp_base.layers))] + ["field_output_density.net"]
-    names += [f"mlp_head.layers.{i}" for i in range(len(field_module.mlp_head.layers))] + ["field_heads.0.net"]
-    first = next((i for i, name in enumerate(names) if isinstance(field_module.get_submodule(name), EUGenLinear)),
+def is_deformation(module) -> bool:
+    return hasattr(module, "mlp_deform")
+
+
+def mlps_of(module) -> list:
+    return [module.mlp_deform] if is_deformation(module) else [module.mlp_base, module.mlp_head]
+
+
+def fit_points(module) -> list[str]:
+    """Names of the layers a student field (or deformation network) fits, in the order data flows through
+    them: its EUGen layers and every dense linear layer after the first of them (the read-outs, up to the
+    density and RGB heads, or the deformation's offset layer)."""
+    if is_deformation(module):
+        names = [f"mlp_deform.layers.{i}" for i in range(len(module.mlp_deform.layers))]
+    else:
+        names = [f"mlp_base.layers.{i}" for i in range(len(module.mlp_base.layers))] + ["field_output_density.net"]
+        names += [f"mlp_head.layers.{i}" for i in range(len(module.mlp_head.layers))] + ["field_heads.0.net"]
+    first = next((i for i, name in enumerate(names) if isinstance(module.get_submodule(name), EUGenLinear)),
                  len(names))
     return names[first:]
 
 
 @torch.no_grad()
-def trace(field_module, samples) -> None:
-    """Run a NeRF field (this package's or nerfstudio's) on `samples` calling each of its linear layers,
-    heads included, as a module, so that forward hooks on them fire; its MLPs must run layer by layer."""
+def trace(module, samples) -> None:
+    """Run a NeRF field (this package's or nerfstudio's) on RaySamples, or a deformation network on (N, 4)
+    positions and times, calling each of its linear layers, heads included, as a module, so that forward
+    hooks on them fire; its MLPs must run layer by layer."""
+    if is_deformation(module):
+        module(samples[:, :3], samples[:, 3:])
+        return
     positions = samples.frustums.get_positions()
-    if field_module.spatial_distortion is not None:
-        positions = field_module.spatial_distortion(positions)
-    base = field_module.mlp_base(field_module.position_encoding(positions))
-    field_module.field_output_density.net(base)
-    head = field_module.mlp_head(torch.cat([field_module.direction_encoding(samples.frustums.directions), base], -1))
-    for field_head in field_module.field_heads:
+    if module.spatial_distortion is not None:
+        positions = module.spatial_distortion(positions)
+    base = module.mlp_base(module.position_encoding(positions))
+    module.field_output_density.net(base)
+    head = module.mlp_head(torch.cat([module.direction_encoding(samples.frustums.directions), base], -1))
+    for field_head in module.field_heads:
         field_head.net(head)
 
 
@@ -158,15 +193,19 @@ def point_weights(teacher_field, samples, distill: Distill) -> torch.Tensor:
     return weights + weights.mean()
 
 
-def emphasis_of(student_field, teacher_field, name: str, distill: Distill):
+def emphasis_of(student_module, teacher_module, name: str, distill: Distill):
     """For the last EUGen layer before a head, the teacher's head on the layer's targets (the raw density,
-    clamped at --density-floor, or the RGB logits): what reaches the pixels, which its fitted projection
-    must keep. Earlier layers get none (emphasising the density there too measured worse)."""
-    if name == f"mlp_base.layers.{len(student_field.mlp_base.layers) - 1}":
-        head, floor = teacher_field.field_output_density.net, distill.density_floor
+    clamped at --density-floor, the RGB logits, or the deformation's offset): what reaches the pixels,
+    which its fitted projection must keep. Earlier layers get none (emphasising the density there too
+    measured worse)."""
+    if is_deformation(student_module):
+        last = len(student_module.mlp_deform.layers) - 1
+        return teacher_module.mlp_deform.layers[last] if name == f"mlp_deform.layers.{last - 1}" else None
+    if name == f"mlp_base.layers.{len(student_module.mlp_base.layers) - 1}":
+        head, floor = teacher_module.field_output_density.net, distill.density_floor
         return lambda targets: head(targets) if floor is None else head(targets).clamp_min(floor)
-    if name == f"mlp_head.layers.{len(student_field.mlp_head.layers) - 1}":
-        return teacher_field.field_heads[0].net
+    if name == f"mlp_head.layers.{len(student_module.mlp_head.layers) - 1}":
+        return teacher_module.field_heads[0].net
     return None
 
 
@@ -176,7 +215,7 @@ def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targ
     target is the teacher layer's output after its ReLU, a dense read-out's the teacher layer's
     pre-activation output."""
     relu = isinstance(student_field.get_submodule(name), EUGenLinear)
-    flat = samples.reshape(-1)
+    flat = samples if torch.is_tensor(samples) else samples.reshape(-1)
     for start in range(0, len(flat), chunk):
         part = flat[start : start + chunk]
         inputs = captured(student_field, part, name, 0)
@@ -188,17 +227,17 @@ def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targ
         yield (inputs, outputs) if weights is None else (inputs, outputs, weights[start : start + chunk])
 
 
-def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[dict]:
-    """Fit a student field's layers one after the other (fit_points); returns one report per layer."""
+def fit_module(student_module, teacher_module, samples, distill: Distill, weights: torch.Tensor | None) -> list[dict]:
+    """Fit a student field's (or deformation network's) layers one after the other (fit_points); returns
+    one report per layer."""
     fits = []
-    for mlp in (student_field.mlp_base, student_field.mlp_head):
+    for mlp in mlps_of(student_module):
         mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
-    weights = point_weights(teacher_field, samples, distill) if distill.weights != "uniform" else None
     try:
-        for name in fit_points(student_field):
-            layer = student_field.get_submodule(name)
-            pairs = lambda name=name: fit_pairs(student_field, teacher_field, samples, name, distill.chunk,  # noqa: E731
-                                                distill.targets, weights)
+        for name in fit_points(student_module):
+            layer = student_module.get_submodule(name)
+            pairs = lambda name=name: fit_pairs(student_module, teacher_module, samples, name,  # noqa: E731
+                                                distill.chunk, distill.targets, weights)
             if isinstance(layer, EUGenLinear):
                 refine = distill.refine_steps
                 if refine:  # refinement reads the pairs once per epoch: trace them once
@@ -206,7 +245,7 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
                                         projection=distill.projections,
-                                        emphasis=emphasis_of(student_field, teacher_field, name, distill))
+                                        emphasis=emphasis_of(student_module, teacher_module, name, distill))
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
                 floor = distill.density_floor if name == "field_output_density.net" else None
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
@@ -218,21 +257,21 @@ def fit_field(student_field, teacher_field, samples, distill: Distill) -> list[d
                          "refined_relative_error": report.refined_relative_error,
                          "points": report.num_inputs, "seconds": report.seconds})
     finally:
-        for mlp in (student_field.mlp_base, student_field.mlp_head):
+        for mlp in mlps_of(student_module):
             mlp.bundle = "auto"
     return fits
 
 
 @dataclass
 class Distill:
-    """Turn a trained dense run (eugen-nerf's dense twin or nerfstudio's vanilla-nerf) into an
-    eugen-nerf run by layer-wise closed-form fits (no backpropagation); ns-eval and ns-render load
-    the result as it is."""
+    """Turn a trained dense run (eugen-nerf's or eugen-dnerf's dense twin, or nerfstudio's vanilla-nerf)
+    into an EUGen run of the same method (eugen-nerf for vanilla-nerf) by layer-wise closed-form fits
+    (no backpropagation); ns-eval and ns-render load the result as it is."""
 
     load_config: Path
     """config.yml of the dense run."""
     output_dir: Path | None = None
-    """As ns-train's --output-dir: the run is written to OUTPUT_DIR/EXPERIMENT/eugen-nerf/TIMESTAMP-distilled
+    """As ns-train's --output-dir: the run is written to OUTPUT_DIR/EXPERIMENT/METHOD/TIMESTAMP-distilled
     (EXPERIMENT and TIMESTAMP the teacher's; a new -DATE_TIME suffix if that exists); default: the teacher's."""
     rays: int = 2048
     """Training rays whose samples the layers are fitted on."""
@@ -247,6 +286,8 @@ class Distill:
     for vanilla-nerf runs)."""
     eugen_head_layers: tuple[int, ...] | None = None
     """View-head layers to replace; default as for the base layers."""
+    eugen_deformation_layers: tuple[int, ...] | None = None
+    """eugen-dnerf: deformation-MLP layers to replace; default: the run's."""
     ridge: float = 1e-6
     """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
     targets: str = "teacher"
@@ -311,10 +352,14 @@ class Distill:
         copied = copy_matching_weights(teacher.model, student.model)
         samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras.to(teacher.device),
                                    self.rays, torch.Generator().manual_seed(self.seed))
+        weights = {name: point_weights(getattr(teacher.model, name), samples[name], self)
+                   for name in ("field_coarse", "field_fine")} if self.weights != "uniform" else {}
+        if weights and "temporal_distortion" in samples:  # its points are the fields' samples, coarse then fine
+            weights["temporal_distortion"] = torch.cat([weights["field_coarse"], weights["field_fine"]])
         fits = []
-        for field_name, field_samples in samples.items():
-            fits += [{"field": field_name, **fit} for fit in fit_field(
-                getattr(student.model, field_name), getattr(teacher.model, field_name), field_samples, self)]
+        for name, module_samples in samples.items():
+            fits += [{"field": name, **fit} for fit in fit_module(
+                getattr(student.model, name), getattr(teacher.model, name), module_samples, self, weights.get(name))]
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
