@@ -303,7 +303,7 @@ class Distill:
     (plus their mean, so empty space still counts)."""
     active_above: float = -10.0
     """With --weights active: raw density (before the softplus) above which a point weighs 1."""
-    empty_weight: float = 0.05
+    empty_weight: float = 0.01
     """With --weights active: the weight of the other points."""
     density_floor: float | None = -5.0
     """Raw densities below this all mean empty space: the density read-out is fitted one-sided there (its
