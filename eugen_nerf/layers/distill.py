@@ -201,6 +201,7 @@ def distill_linear(
     refine_lr: float = 1e-3,
     projection: str = "random",
     emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
+    emphasis_weight: float = 1.0,
 ) -> DistillReport:
     """Fit `student.weight` and `student.bias` to the teacher's outputs in closed form, in place.
 
@@ -215,7 +216,8 @@ def distill_linear(
             blocks by directions chosen from the data in closed form (`fitted_projection`).
         emphasis: with "fitted", the outputs downstream of this layer that matter most (e.g. a NeRF's
             raw density), one row per input row of the batches in order, or a map of the targets to
-            them (e.g. the density head); they weigh as much as all targets together.
+            them (e.g. the density head).
+        emphasis_weight: the emphasis columns together weigh this many times all targets together.
     """
     if not isinstance(student, EUGenLinear):
         raise ValueError(f"student must be an EUGenLinear, got {type(student).__name__}")
@@ -235,7 +237,8 @@ def distill_linear(
     if projection == "fitted":  # the data is read twice: once for G, once for A
         cached = [_split(batch, teacher) for batch in (batches() if callable(batches) else batches)]
         with torch.no_grad():
-            student.projection.copy_(fitted_projection(student, cached, emphasis).to(student.projection))
+            chosen = fitted_projection(student, cached, emphasis, emphasis_weight=emphasis_weight)
+            student.projection.copy_(chosen.to(student.projection))
         cached_batches = [(x, y) if w is None else (x, y, w) for x, y, w in cached]
         batches = (lambda: iter(cached_batches)) if callable(batches) else cached_batches
         teacher = None
@@ -260,6 +263,7 @@ def fitted_projection(
     batches: list[tuple[Tensor, Tensor, Tensor | None]],
     emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
     *,
+    emphasis_weight: float = 1.0,
     max_points: int = 65_536,
     quadratic_basis: int = 24,
     seed: int = 0,
@@ -290,7 +294,7 @@ def fitted_projection(
     if emphasis is not None:
         extra = (emphasis if torch.is_tensor(emphasis) else emphasis(targets.to(inputs.dtype)))
         extra = extra.to(device, torch.float32).reshape(len(targets), -1)
-        scale = (targets.var(0).sum() / extra.var(0).sum().clamp_min(1e-300)).sqrt()
+        scale = (emphasis_weight * targets.var(0).sum() / extra.var(0).sum().clamp_min(1e-30)).sqrt()
         targets = torch.cat([targets, extra * scale], dim=1)
     weights = weights.to(device, torch.float32)
     root = (weights / weights.mean()).sqrt()[:, None]

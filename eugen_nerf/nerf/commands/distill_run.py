@@ -245,7 +245,8 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
                                         projection=distill.projections,
-                                        emphasis=emphasis_of(student_module, teacher_module, name, distill))
+                                        emphasis=emphasis_of(student_module, teacher_module, name, distill),
+                                        emphasis_weight=distill.emphasis_weight)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
                 floor = distill.density_floor if name == "field_output_density.net" else None
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
@@ -301,6 +302,9 @@ class Distill:
     """active | uniform | render: weight fitting points by whether the teacher's raw density there is
     above --active-above (1, else --empty-weight), alike, or by their render weight under the teacher
     (plus their mean, so empty space still counts)."""
+    emphasis_weight: float = 1.0
+    """With --projections fitted: how much the head's outputs (raw density, RGB logits, offsets) weigh in
+    choosing the last projections before each head, relative to that layer's own activation."""
     active_above: float = -10.0
     """With --weights active: raw density (before the softplus) above which a point weighs 1."""
     empty_weight: float = 0.01
@@ -330,6 +334,8 @@ class Distill:
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
         check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
         check_flag_choice("--projections", self.projections, ("fitted", "random"))
+        if not self.emphasis_weight >= 0:
+            raise InputError(f"--emphasis-weight must be >= 0, got {self.emphasis_weight}")
         if not 0 <= self.empty_weight <= 1:
             raise InputError(f"--empty-weight must be in [0, 1], got {self.empty_weight}")
         teacher_config = load_teacher_config(self.load_config)
