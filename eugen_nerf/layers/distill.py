@@ -307,12 +307,14 @@ def fitted_projection(
     # top right singular vectors of the fit X B, from (XB)^T XB = B^T (X^T X) B without forming XB
     directions = torch.linalg.eigh(coefficients.t() @ gram @ coefficients).eigenvectors[:, -m:]
     projection = layer.projection.detach().to(torch.float64).clone()
-    projection[:m] = _unit_rms((coefficients @ directions).t(), augmented.double(), weights.double())
+    # fewer directions than m (a narrow layer) leave the remaining rows random
+    projection[: directions.shape[1]] = _unit_rms((coefficients @ directions).t(), augmented.double(),
+                                                  weights.double())
     if layer.order >= 2:
         # the quadratic fit has K(K+1)/2 unknowns per target: a quarter of the points is plenty
         part = slice(0, max_points // 4)
         residual = centred_y[part].double() - centred_x[part].double() @ coefficients @ directions @ directions.t()
-        basis_size = min(quadratic_basis, len(gram))
+        basis_size = min(max(quadratic_basis, m), len(gram))
         basis = torch.linalg.eigh(gram).eigenvectors[:, -basis_size:].t()  # [K, d+] principal directions
         z = augmented[part].double() @ basis.t()
         root = root[part].double()
@@ -326,8 +328,8 @@ def fitted_projection(
         forms = 0.5 * (forms + forms.transpose(1, 2))
         leading = torch.linalg.eigh((forms @ forms).sum(0)).eigenvectors[:, -m:].t()  # [m, K]
         rows = _unit_rms(leading @ basis, augmented.double(), weights.double())
-        projection[m : 2 * m] = rows
-        projection[2 * m : 3 * m] = rows
+        projection[m : m + len(rows)] = rows
+        projection[2 * m : 2 * m + len(rows)] = rows
     return projection
 
 

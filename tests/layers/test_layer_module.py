@@ -120,6 +120,19 @@ def test_fitted_projections_fit_a_trained_layer_where_random_ones_cannot(seed):
     assert torch.allclose(unweighted.projection, plain.projection, atol=1e-5)
 
 
+def test_fitted_projection_of_a_narrow_layer_keeps_random_rows_where_the_data_has_no_directions():
+    inputs = _encoding_like(2048, 6)
+    targets = inputs[:, :2].square()  # two targets, six inputs: fewer directions than m = 16
+    errors = {}
+    for projection in ("random", "fitted"):
+        student = EUGenLinear(6, 2, num_features=16, order=2, seed=0)
+        before = student.projection.clone()
+        errors[projection] = distill_linear(student, [(inputs, targets)], projection=projection).relative_error
+    assert torch.equal(student.projection[2:16], before[2:16])  # 2 target directions, the rest random
+    assert not torch.equal(student.projection[:2], before[:2])
+    assert errors["fitted"] < errors["random"]
+
+
 def test_fitted_projection_is_kept_by_a_checkpoint():
     teacher, inputs = _trained_teacher(0)
     student = EUGenLinear(128, 128, num_features=8, order=2, seed=0)
