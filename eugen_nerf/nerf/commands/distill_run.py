@@ -186,7 +186,11 @@ def point_weights(teacher_field, samples, distill: Distill) -> torch.Tensor:
     if distill.weights == "active":
         raw = torch.cat([captured(teacher_field, flat[start : start + distill.chunk], "field_output_density.net", 1)
                          for start in range(0, len(flat), distill.chunk)]).reshape(-1)
-        return torch.where(raw > distill.active_above, 1.0, distill.empty_weight)
+        active = raw > distill.active_above
+        if distill.empty_weight == 0 and not active.any():
+            raise InputError(f"--weights active: no sample has a teacher raw density above --active-above "
+                             f"{distill.active_above} (highest {float(raw.max()):.1f}); lower it or set --empty-weight")
+        return torch.where(active, 1.0, distill.empty_weight)
     density = torch.cat([teacher_field.forward(flat[start : start + distill.chunk])[FieldHeadNames.DENSITY]
                          for start in range(0, len(flat), distill.chunk)])
     weights = samples.get_weights(density.reshape(*samples.shape, 1)).reshape(-1)
@@ -307,8 +311,8 @@ class Distill:
     choosing the last projections before each head, relative to that layer's own activation."""
     active_above: float = -10.0
     """With --weights active: raw density (before the softplus) above which a point weighs 1."""
-    empty_weight: float = 0.01
-    """With --weights active: the weight of the other points."""
+    empty_weight: float = 0.0
+    """With --weights active: the weight of the other points (0: the fits ignore them)."""
     density_floor: float | None = -5.0
     """Raw densities below this all mean empty space: the density read-out is fitted one-sided there (its
     output need only stay below), and the fitted projections see the raw density clamped at it; None:
