@@ -44,10 +44,13 @@ class _NormalEquations:
         self.target_energy = 0.0
         self.count = 0
 
-    def add(self, features: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
+    def design(self, features: Tensor) -> Tensor:
+        """F: the features in float64, after the constant column when there is one."""
         design = features.to(torch.float64)
-        if self.with_constant:
-            design = torch.cat([torch.ones_like(design[:, :1]), design], dim=1)
+        return torch.cat([torch.ones_like(design[:, :1]), design], dim=1) if self.with_constant else design
+
+    def add(self, features: Tensor, targets: Tensor, weights: Tensor | None = None) -> None:
+        design = self.design(features)
         targets = targets.to(torch.float64)
         weights = None if weights is None else weights.to(design).reshape(-1, 1)
         weighted = design if weights is None else design * weights
@@ -115,14 +118,24 @@ def _fit_readout(layer: nn.Module, features: Callable[[Tensor], Tensor], batches
     if equations.count == 0:
         raise ValueError("batches is empty")
     solution = equations.solve(ridge)
-    before = layer.weight.detach().t().to(torch.float64)
-    if has_bias:
-        before = torch.cat([layer.bias.detach().to(torch.float64)[None], before])
-    with torch.no_grad():
-        layer.weight.copy_(solution[int(has_bias) :].t().to(layer.weight.dtype))
-        if has_bias:
-            layer.bias.copy_(solution[0].to(layer.bias.dtype))
+    before = _stacked(layer)
+    _assign(layer, solution)
     return equations.relative_error(before), equations.relative_error(solution), equations.count
+
+
+def _stacked(layer: nn.Module) -> Tensor:
+    """The layer's [c; A^T] (or A^T) in float64, as `_NormalEquations.solve` returns it."""
+    stacked = layer.weight.detach().t().to(torch.float64)
+    return stacked if layer.bias is None else torch.cat([layer.bias.detach().to(torch.float64)[None], stacked])
+
+
+@torch.no_grad()
+def _assign(layer: nn.Module, solution: Tensor) -> None:
+    """Copy a stacked [c; A^T] (or A^T) into the layer's weight and bias."""
+    has_bias = layer.bias is not None
+    layer.weight.copy_(solution[int(has_bias) :].t().to(layer.weight.dtype))
+    if has_bias:
+        layer.bias.copy_(solution[0].to(layer.bias.dtype))
 
 
 def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-6, floor: float | None = None,
@@ -149,24 +162,16 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
     if not data:
         raise ValueError("batches is empty")
     device = layer.weight.device
-    has_bias = layer.bias is not None
-    design = torch.cat([d[0] for d in data]).to(device, torch.float64)
-    if has_bias:
-        design = torch.cat([torch.ones_like(design[:, :1]), design], dim=1)
-    targets = torch.cat([d[1] for d in data]).to(device, torch.float64)
-    if targets.shape[-1] != layer.weight.shape[0]:
-        raise ValueError(f"targets have width {targets.shape[-1]}, expected out_features={layer.weight.shape[0]}")
-    weights = (torch.ones(len(design), dtype=torch.float64, device=device) if any(d[2] is None for d in data)
-               else torch.cat([d[2].reshape(-1) for d in data]).to(device, torch.float64))[:, None]
-    weighted = design * weights
-    gram = weighted.t() @ design  # the same in every solve: only the targets move
-    penalty = torch.full((len(gram),), ridge * float(gram.diagonal().mean()), dtype=torch.float64, device=device)
-    if has_bias:
-        penalty[0] = 0.0
-    system = gram + torch.diag(penalty)
-    current = layer.weight.detach().t().to(torch.float64)
-    if has_bias:
-        current = torch.cat([layer.bias.detach().to(torch.float64)[None], current])
+    equations = _NormalEquations(layer.weight.shape[1], layer.weight.shape[0], device,
+                                 with_constant=layer.bias is not None)
+    for inputs, targets, weights in data:
+        if targets.shape[-1] != layer.weight.shape[0]:
+            raise ValueError(f"targets have width {targets.shape[-1]}, expected out_features={layer.weight.shape[0]}")
+        equations.add(inputs.to(device), targets.to(device).clamp_min(floor), weights)  # F^T W F stays: targets move
+    design = torch.cat([equations.design(inputs.to(device)) for inputs, _, _ in data])
+    targets = torch.cat([batch_targets for _, batch_targets, _ in data]).to(device, torch.float64)
+    weights = torch.cat([torch.ones(len(inputs)) if batch_weights is None else batch_weights.reshape(-1).cpu()
+                         for inputs, _, batch_weights in data]).to(design)[:, None]
 
     def one_sided(solution: Tensor) -> float:
         out = design @ solution
@@ -174,19 +179,15 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
         energy = (targets.clamp_min(floor).square() * weights).sum()
         return math.sqrt(float((miss.square() * weights).sum()) / max(float(energy), 1e-300))
 
-    before = one_sided(current)
-    initial = current
-    bounds = targets.clamp_min(floor)
+    initial = _stacked(layer)
+    before = one_sided(initial)
     for _ in range(iterations):
-        rhs = weighted.t() @ bounds
-        current = torch.linalg.solve(system, rhs) if ridge > 0 else torch.linalg.lstsq(system, rhs).solution
+        current = equations.solve(ridge)
         bounds = torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
+        equations.cross = (design * weights).t() @ bounds
     if one_sided(current) > before:  # the layer's own weights were already better: keep them
         current = initial
-    with torch.no_grad():
-        layer.weight.copy_(current[int(has_bias) :].t().to(layer.weight.dtype))
-        if has_bias:
-            layer.bias.copy_(current[0].to(layer.bias.dtype))
+    _assign(layer, current)
     # the error reported is the one-sided one: below the floor only an output above it counts
     return DistillReport(one_sided(current), len(design), time.perf_counter() - start, initial_relative_error=before)
 
@@ -239,8 +240,7 @@ def distill_linear(
         with torch.no_grad():
             chosen = fitted_projection(student, cached, emphasis, emphasis_weight=emphasis_weight)
             student.projection.copy_(chosen.to(student.projection))
-        cached_batches = [(x, y) if w is None else (x, y, w) for x, y, w in cached]
-        batches = (lambda: iter(cached_batches)) if callable(batches) else cached_batches
+        batches = (lambda: iter(cached)) if callable(batches) else cached  # (inputs, targets, weights or None)
         teacher = None
     _, error, count = _fit_readout(student, student.features, batches() if callable(batches) else batches, teacher,
                                    ridge)
@@ -307,16 +307,16 @@ def fitted_projection(
     # top right singular vectors of the fit X B, from (XB)^T XB = B^T (X^T X) B without forming XB
     directions = torch.linalg.eigh(coefficients.t() @ gram @ coefficients).eigenvectors[:, -m:]
     projection = layer.projection.detach().to(torch.float64).clone()
+    augmented, weights = augmented.double(), weights.double()  # for the row scales and the quadratic basis
     # fewer directions than m (a narrow layer) leave the remaining rows random
-    projection[: directions.shape[1]] = _unit_rms((coefficients @ directions).t(), augmented.double(),
-                                                  weights.double())
+    projection[: directions.shape[1]] = _unit_rms((coefficients @ directions).t(), augmented, weights)
     if layer.order >= 2:
         # the quadratic fit has K(K+1)/2 unknowns per target: a quarter of the points is plenty
         part = slice(0, max_points // 4)
         residual = centred_y[part].double() - centred_x[part].double() @ coefficients @ directions @ directions.t()
         basis_size = min(max(quadratic_basis, m), len(gram))
         basis = torch.linalg.eigh(gram).eigenvectors[:, -basis_size:].t()  # [K, d+] principal directions
-        z = augmented[part].double() @ basis.t()
+        z = augmented[part] @ basis.t()
         root = root[part].double()
         upper = torch.triu_indices(basis_size, basis_size, device=device)
         design = torch.cat([torch.ones_like(z[:, :1]), z, z[:, upper[0]] * z[:, upper[1]]], dim=1) * root
@@ -327,7 +327,7 @@ def fitted_projection(
         forms[:, upper[0], upper[1]] = quadratic.t()
         forms = 0.5 * (forms + forms.transpose(1, 2))
         leading = torch.linalg.eigh((forms @ forms).sum(0)).eigenvectors[:, -m:].t()  # [m, K]
-        rows = _unit_rms(leading @ basis, augmented.double(), weights.double())
+        rows = _unit_rms(leading @ basis, augmented, weights)
         projection[m : m + len(rows)] = rows
         projection[2 * m : 2 * m + len(rows)] = rows
     return projection

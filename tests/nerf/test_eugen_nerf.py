@@ -503,6 +503,10 @@ def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, t
         Distill(load_config=tiny_runs["dense"], projections="learned").run()
     with pytest.raises(InputError, match="no sample has a teacher raw density above --active-above 1000"):
         Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "none", rays=8, active_above=1e3).run()
+    with pytest.raises(InputError, match="--density-floor must be a finite number, got nan"):
+        Distill(load_config=tiny_runs["dense"], density_floor=float("nan")).run()
+    with pytest.raises(InputError, match="--active-above must be a finite number, got inf"):
+        Distill(load_config=tiny_runs["dense"], active_above=float("inf")).run()
     with pytest.raises(InputError, match="--emphasis-weight must be >= 0"):
         Distill(load_config=tiny_runs["dense"], emphasis_weight=-1.0).run()
     with pytest.raises(InputError, match="--empty-weight must be in"):

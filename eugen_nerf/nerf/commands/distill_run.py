@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -338,6 +339,9 @@ class Distill:
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
         check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
         check_flag_choice("--projections", self.projections, ("fitted", "random"))
+        for flag, value in (("--active-above", self.active_above), ("--density-floor", self.density_floor)):
+            if value is not None and not math.isfinite(value):
+                raise InputError(f"{flag} must be a finite number, got {value}")
         if not self.emphasis_weight >= 0:
             raise InputError(f"--emphasis-weight must be >= 0, got {self.emphasis_weight}")
         if not 0 <= self.empty_weight <= 1:
