@@ -343,6 +343,18 @@ def test_mipnerf360_takes_the_icosahedron_basis_for_the_nerf_and_proposal_mlps()
         EUGenMipNeRF360ModelConfig(position_basis="octahedron")
 
 
+def test_octave_direction_encoding_is_sin_of_powers_of_two():
+    direction = torch.tensor([[0.3, -0.5, 0.8]])
+    octaves = EUGenMipNeRF360ModelConfig(direction_frequencies=4, direction_spacing="octaves").direction_encoding()
+    scaled = direction[0, :, None] * torch.tensor([1.0, 2.0, 4.0, 8.0])  # [coordinate, octave]
+    expected = torch.cat([torch.sin(scaled).flatten(), torch.cos(scaled).flatten(), direction[0]])
+    torch.testing.assert_close(octaves(direction)[0], expected, atol=1e-5, rtol=0)
+    nerfstudio = EUGenMipNeRF360ModelConfig(direction_frequencies=4).direction_encoding()
+    assert not torch.allclose(nerfstudio(direction), octaves(direction), atol=1e-2)  # 2 pi 2^(4t/3) differs
+    with pytest.raises(InputError, match="--pipeline.model.direction-spacing"):
+        EUGenMipNeRF360ModelConfig(direction_spacing="decades")
+
+
 def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs, tmp_path):
     from nerfstudio.utils.eval_utils import eval_setup
 

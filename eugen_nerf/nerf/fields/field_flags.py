@@ -8,6 +8,7 @@ the same names and meaning in all of them; each method sets its own defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from nerfstudio.field_components.encodings import Encoding, NeRFEncoding
@@ -38,6 +39,7 @@ class ChecksModelTarget:
 
 
 DENSE_INITS = ("torch", "he")
+DIRECTION_SPACINGS = ("nerfstudio", "octaves")
 
 
 def initialise_dense_layers(module: nn.Module, init: str) -> None:
@@ -83,7 +85,10 @@ class EUGenFieldFlags:
     position_frequencies: int = 10
     """Frequencies of the position encoding."""
     direction_frequencies: int = 4
-    """Frequencies of the direction encoding (up to 2^L); 0: the raw unit direction."""
+    """Frequencies of the direction encoding; 0: the raw unit direction."""
+    direction_spacing: str = "nerfstudio"
+    """nerfstudio | octaves: the direction encoding's frequencies: nerfstudio's vanilla-nerf, 2 pi 2^t for L
+    values of t spread evenly over [0, L] (up to 2 pi 2^L), or NeRF's and mip-NeRF 360's, 2^k for k = 0 .. L-1."""
     dense_init: str = "torch"
     """torch | he: the dense layers' initial weights: PyTorch's nn.Linear default, or He-uniform weights and
     zero biases (camp_zipnerf's); EUGen layers keep their own."""
@@ -91,6 +96,7 @@ class EUGenFieldFlags:
     def check_field_flags(self) -> None:
         check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
         check_flag_choice("--pipeline.model.dense-init", self.dense_init, DENSE_INITS)
+        check_flag_choice("--pipeline.model.direction-spacing", self.direction_spacing, DIRECTION_SPACINGS)
         with flag_errors("--pipeline.model.eugen"):
             self.eugen.validate()
         self.base_layer_kinds()
@@ -110,8 +116,13 @@ class EUGenFieldFlags:
         return self.layer_kinds(self.head_mlp_num_layers, self.eugen_head_layers, "eugen-head-layers")
 
     def direction_encoding(self) -> Encoding:
-        return NeRFEncoding(in_dim=3, num_frequencies=self.direction_frequencies, min_freq_exp=0.0,
-                            max_freq_exp=float(self.direction_frequencies), include_input=True)
+        count = self.direction_frequencies
+        if self.direction_spacing == "octaves":  # NeRFEncoding multiplies by 2 pi: shift the exponents by log2(2 pi)
+            shift = math.log2(2 * math.pi)
+            return NeRFEncoding(in_dim=3, num_frequencies=count, min_freq_exp=-shift,
+                                max_freq_exp=count - 1 - shift, include_input=True)
+        return NeRFEncoding(in_dim=3, num_frequencies=count, min_freq_exp=0.0, max_freq_exp=float(count),
+                            include_input=True)
 
     def make_field(
         self, position_encoding: Encoding | SampleEncoding, contraction: SpatialDistortion | None = None
