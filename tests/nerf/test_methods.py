@@ -142,6 +142,57 @@ def test_proposal_weight_anneal_follows_its_schedule_and_spreads_early_samples()
         None) == []
 
 
+def test_dilated_histogram_is_the_largest_density_within_the_dilation():
+    from eugen_nerf.nerf.components.proposal_sampler import max_dilate_weights
+
+    torch.manual_seed(0)
+    bins = torch.sort(torch.rand(4, 9), dim=-1).values
+    bins[:, 0], bins[:, -1] = 0.0, 1.0
+    weights = torch.rand(4, 8) * (torch.rand(4, 8) > 0.5)
+    dilation = 0.07
+    edges, dilated = max_dilate_weights(bins, weights, dilation)
+    assert edges.shape == (4, 3 * 8 + 1) and dilated.shape == (4, 3 * 8)
+    torch.testing.assert_close(dilated.sum(-1), torch.ones(4))
+    density = weights / (bins[:, 1:] - bins[:, :-1])
+    widths = edges[:, 1:] - edges[:, :-1]
+    for ray in range(4):
+        points = torch.rand(500).double() * 0.999
+        expected = torch.tensor([max([float(density[ray, i]) for i in range(8)
+                                      if bins[ray, i] - dilation <= s < bins[ray, i + 1] + dilation] + [0.0])
+                                 for s in points], dtype=torch.float64)
+        interval = torch.searchsorted(edges[ray].double(), points, right=True) - 1
+        found = dilated[ray, interval] / widths[ray, interval]
+        scale = float(expected.max() / found.max())  # the dilated histogram is normalised
+        torch.testing.assert_close(found.double() * scale, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dilation_keeps_samples_round_a_wall():
+    from nerfstudio.cameras.rays import RayBundle
+
+    from eugen_nerf.nerf.components.proposal_sampler import FrustumProposalSampler
+
+    rays = RayBundle(origins=torch.zeros(64, 3), directions=torch.tensor([[0.0, 0.0, 1.0]]).expand(64, 3),
+                     pixel_area=torch.full((64, 1), 1e-4), nears=torch.full((64, 1), 0.2),
+                     fars=torch.full((64, 1), 100.0))
+
+    def wall(samples):  # opaque from distance 0.6
+        middle = (samples.frustums.starts + samples.frustums.ends) / 2
+        return ((middle > 0.6) & (middle < 0.66)).float() * 1e3
+
+    def off_the_wall(sampler) -> float:
+        sampler.eval()  # unjittered samples
+        samples, _, _ = sampler(rays, density_fns=[wall, wall])
+        starts = samples.frustums.starts
+        return float(((starts < 0.59) | (starts > 0.64)).float().mean())
+
+    plain = FrustumProposalSampler((32, 32), 16)
+    dilated = FrustumProposalSampler((32, 32), 16, dilation_multiplier=0.5, dilation_bias=0.0025)
+    # undilated, every NeRF sample collapses onto the wall's front; dilated, some stay in front and behind
+    assert off_the_wall(plain) < 0.05 and off_the_wall(dilated) > 0.2
+    samples, weights_list, _ = dilated(rays, density_fns=[wall, wall])
+    assert samples.frustums.starts.shape == (64, 16, 1) and all(torch.isfinite(w).all() for w in weights_list)
+
+
 def test_bad_proposal_layer_index_is_flag_error():
     with pytest.raises(InputError, match="eugen-proposal-layers"):
         EUGenMipNeRF360ModelConfig(proposal_mlp_num_layers=2, eugen_proposal_layers=(5,))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
+from nerfstudio.model_components.ray_samplers import LinearDisparitySampler, Sampler
 
 from eugen_nerf.errors import check_flag_choice
 from eugen_nerf.nerf.components.encodings import BasisIntegratedEncoding, IntegratedEncoding, icosahedron_basis
@@ -44,6 +45,9 @@ class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
     collider_params: dict[str, float] | None = field(default_factory=lambda: {"near_plane": 0.2, "far_plane": 1000.0})
     """Ray bounds in the normalised scene (mip-NeRF 360: near 0.2; a far bound of 1000 costs no more samples
     under the contraction than the reference's 1e6)."""
+    initial_sampling: str = "piecewise"
+    """piecewise | disparity: the first proposal level's samples: nerfstudio's, linear up to distance 1 then
+    uniform in disparity, or mip-NeRF 360's, uniform in disparity from the near to the far plane."""
     dense_init: str = "he"
     """he | torch: the dense layers' initial weights (mip-NeRF 360: He-uniform weights, zero biases)."""
 
@@ -55,6 +59,7 @@ class EUGenMipNeRF360ModelConfig(ProposalNeRFModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_flag_choice("--pipeline.model.position-basis", self.position_basis, ("axes", "icosahedron"))
+        check_flag_choice("--pipeline.model.initial-sampling", self.initial_sampling, ("piecewise", "disparity"))
 
 
 def integrated_positional_encoding(frequencies: int, contraction: SpatialDistortion,
@@ -75,6 +80,11 @@ class EUGenMipNeRF360Model(ProposalNeRFModel):
     def field_encoding(self, contraction: SpatialDistortion) -> IntegratedEncoding:
         return integrated_positional_encoding(self.config.position_frequencies, contraction,
                                               self.config.position_basis)
+
+    def initial_sampler(self) -> Sampler | None:
+        if self.config.initial_sampling == "disparity":
+            return LinearDisparitySampler(single_jitter=True)
+        return None
 
     def proposal_encoding(self, level: int, contraction: SpatialDistortion) -> IntegratedEncoding:
         return integrated_positional_encoding(self.config.proposal_frequencies, contraction,

@@ -7,6 +7,7 @@ sampler, the interlevel loss and add regularisers).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -27,10 +28,14 @@ from nerfstudio.utils import colormaps
 from torchmetrics.functional import structural_similarity_index_measure
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from eugen_nerf.errors import InputError
+from eugen_nerf.errors import InputError, check_flag_choice
 from eugen_nerf.nerf.components.contraction import L2SceneContraction
 from eugen_nerf.nerf.components.encodings import SampleEncoding
-from eugen_nerf.nerf.components.proposal_sampler import FrustumProposalSampler, ProposalDensityField
+from eugen_nerf.nerf.components.proposal_sampler import (
+    PROPOSAL_DENSITY_ACTIVATIONS,
+    FrustumProposalSampler,
+    ProposalDensityField,
+)
 from eugen_nerf.nerf.engine.checkpoints import checked_state
 from eugen_nerf.nerf.engine.finite import FiniteRenders
 from eugen_nerf.nerf.engine.metrics import OptionalLPIPS, drop_unavailable
@@ -64,7 +69,15 @@ class ProposalNeRFModelConfig(ChecksModelTarget, ModelConfig, EUGenFieldFlags):
     proposal_weights_anneal_slope: float = 10.0
     """Slope b of the schedule b x / ((b - 1) x + 1), x the fraction of the annealing steps done."""
     proposal_weights_anneal_max_num_iters: int = 1000
-    """Steps over which the exponent reaches 1 (nerfacto's 1000)."""
+    """Steps over which the exponent reaches 1 (nerfacto's 1000; mip-NeRF 360 anneals over the whole run)."""
+    proposal_dilation_multiplier: float = 0.0
+    """Before each resampling, spread the proposal histogram by bias + multiplier / (samples per ray so far)
+    along the sampling coordinate in [0, 1] (mip-NeRF 360: 0.5; 0 with a bias of 0: no dilation)."""
+    proposal_dilation_bias: float = 0.0
+    """The dilation's constant part (mip-NeRF 360: 0.0025)."""
+    proposal_density_activation: str = "exp"
+    """exp | softplus: the proposal MLPs' density, exp(raw - 1) (nerfstudio's nerfacto) or softplus(raw - 1)
+    (mip-NeRF 360's)."""
     use_gradient_scaling: bool = False
     """Scale the NeRF field's gradients by the squared ray distance, as nerfacto's flag of this name."""
     background_color: str = "last_sample"
@@ -73,6 +86,13 @@ class ProposalNeRFModelConfig(ChecksModelTarget, ModelConfig, EUGenFieldFlags):
     def __post_init__(self) -> None:
         self.check_field_flags()
         self.proposal_layer_kinds()
+        check_flag_choice("--pipeline.model.proposal-density-activation", self.proposal_density_activation,
+                          PROPOSAL_DENSITY_ACTIVATIONS)
+        for name in ("proposal_dilation_multiplier", "proposal_dilation_bias"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"--pipeline.model.{name.replace('_', '-')} must be a finite number, 0 or more, "
+                                 f"got {value}")
         if self.proposal_weights_anneal_slope <= 0:
             raise InputError("--pipeline.model.proposal-weights-anneal-slope must be above 0, got "
                              f"{self.proposal_weights_anneal_slope}")
@@ -122,12 +142,13 @@ class ProposalNeRFModel(FiniteRenders, Model):
         self.field = config.make_field(self.field_encoding(contraction))
         self.proposal_networks = torch.nn.ModuleList(
             ProposalDensityField(self.proposal_encoding(level, contraction), config.proposal_layer_kinds(),
-                                 config.proposal_mlp_layer_width, config.eugen)
+                                 config.proposal_mlp_layer_width, config.eugen, config.proposal_density_activation)
             for level in range(len(config.num_proposal_samples_per_ray))
         )
         initialise_dense_layers(self.proposal_networks, config.dense_init)
-        self.proposal_sampler = FrustumProposalSampler(config.num_proposal_samples_per_ray,
-                                                       config.num_nerf_samples_per_ray, self.initial_sampler())
+        self.proposal_sampler = FrustumProposalSampler(
+            config.num_proposal_samples_per_ray, config.num_nerf_samples_per_ray, self.initial_sampler(),
+            dilation_multiplier=config.proposal_dilation_multiplier, dilation_bias=config.proposal_dilation_bias)
         self.renderer_rgb = RGBRenderer(background_color=config.background_color)
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_depth = DepthRenderer(method="expected")
