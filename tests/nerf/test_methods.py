@@ -193,6 +193,27 @@ def test_dilation_keeps_samples_round_a_wall():
     assert samples.frustums.starts.shape == (64, 16, 1) and all(torch.isfinite(w).all() for w in weights_list)
 
 
+def test_mipnerf360_reference_sampling_renders_finite_outside_training():
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = EUGenMipNeRF360ModelConfig(
+        base_mlp_num_layers=2, base_mlp_layer_width=16, skip_connections=(), eugen_base_layers=(1,),
+        proposal_mlp_num_layers=1, proposal_mlp_layer_width=8, eugen_proposal_layers=(),
+        num_proposal_samples_per_ray=(16, 16), num_nerf_samples_per_ray=8, initial_sampling="disparity",
+        proposal_dilation_multiplier=0.5, proposal_dilation_bias=0.0025, proposal_density_activation="softplus")
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).eval()
+    rays = RayBundle(origins=torch.zeros(6, 3), directions=torch.nn.functional.normalize(torch.randn(6, 3), dim=-1),
+                     pixel_area=torch.full((6, 1), 1e-4), camera_indices=torch.zeros(6, 1, dtype=torch.long))
+    with torch.no_grad():
+        outputs = model(rays)  # nerfstudio's collider would move the near plane to 0: disparity 1/0
+    assert torch.isfinite(outputs["rgb"]).all() and (outputs["depth"] > 0.2).all()
+    with pytest.raises(InputError, match="--pipeline.model.proposal-density-activation"):
+        EUGenMipNeRF360ModelConfig(proposal_density_activation="relu")
+    with pytest.raises(InputError, match="--pipeline.model.proposal-dilation-bias"):
+        EUGenMipNeRF360ModelConfig(proposal_dilation_bias=-1.0)
+
+
 def test_bad_proposal_layer_index_is_flag_error():
     with pytest.raises(InputError, match="eugen-proposal-layers"):
         EUGenMipNeRF360ModelConfig(proposal_mlp_num_layers=2, eugen_proposal_layers=(5,))

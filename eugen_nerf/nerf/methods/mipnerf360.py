@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from nerfstudio.field_components.encodings import NeRFEncoding
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from nerfstudio.model_components.ray_samplers import LinearDisparitySampler, Sampler
+from nerfstudio.model_components.scene_colliders import NearFarCollider
 
 from eugen_nerf.errors import check_flag_choice
 from eugen_nerf.nerf.components.encodings import BasisIntegratedEncoding, IntegratedEncoding, icosahedron_basis
@@ -80,6 +81,12 @@ class EUGenMipNeRF360Model(ProposalNeRFModel):
     def field_encoding(self, contraction: SpatialDistortion) -> IntegratedEncoding:
         return integrated_positional_encoding(self.config.position_frequencies, contraction,
                                               self.config.position_basis)
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        if self.config.initial_sampling == "disparity" and isinstance(self.collider, NearFarCollider):
+            # nerfstudio moves the near plane to 0 outside training, where disparity 1/0 has no samples to give
+            self.collider.reset_near_plane = False
 
     def initial_sampler(self) -> Sampler | None:
         if self.config.initial_sampling == "disparity":
