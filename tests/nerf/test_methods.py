@@ -214,6 +214,21 @@ def test_mipnerf360_reference_sampling_renders_finite_outside_training():
         EUGenMipNeRF360ModelConfig(proposal_dilation_bias=-1.0)
 
 
+def test_density_activation_flag_takes_exp_of_the_shifted_output():
+    from nerfstudio.data.scene_box import SceneBox
+
+    config = EUGenMipNeRF360ModelConfig(base_mlp_num_layers=2, base_mlp_layer_width=16, skip_connections=(),
+                                        eugen_base_layers=(1,), proposal_mlp_num_layers=1, proposal_mlp_layer_width=8,
+                                        eugen_proposal_layers=(), density_activation="exp", layer="dense")
+    field = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1).field
+    encoded = torch.randn(5, field.position_encoding.get_out_dim())
+    density, base = field.density_from_encoding(encoded)
+    head = field.field_output_density.net
+    torch.testing.assert_close(density, torch.exp(base @ head.weight.T + head.bias - 1.0))
+    with pytest.raises(InputError, match="--pipeline.model.density-activation"):
+        EUGenMipNeRF360ModelConfig(density_activation="relu")
+
+
 def test_bad_proposal_layer_index_is_flag_error():
     with pytest.raises(InputError, match="eugen-proposal-layers"):
         EUGenMipNeRF360ModelConfig(proposal_mlp_num_layers=2, eugen_proposal_layers=(5,))

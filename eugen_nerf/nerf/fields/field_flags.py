@@ -77,7 +77,10 @@ class EUGenFieldFlags:
     bottleneck_relu: bool = True
     """A ReLU after a dense last base layer, as in vanilla-nerf; Zip-NeRF's bottleneck is linear."""
     density_bias: float = 0.0
-    """Added to the raw density before its softplus (vanilla NeRF: 0; mip-NeRF 360 and Zip-NeRF: -1)."""
+    """Added to the raw density before its activation (vanilla NeRF: 0; mip-NeRF 360 and Zip-NeRF: -1)."""
+    density_activation: str = "softplus"
+    """softplus | exp: the density of the shifted raw output: softplus (vanilla NeRF, mip-NeRF 360, Zip-NeRF)
+    or exp (nerfacto's truncated exp, which reaches an opaque surface's density from a far smaller output)."""
     head_mlp_num_layers: int = 2
     """Layers of the view-direction head."""
     head_mlp_layer_width: int = 128
@@ -97,6 +100,7 @@ class EUGenFieldFlags:
         check_flag_choice("--pipeline.model.layer", self.layer, ("dense", "eugen"))
         check_flag_choice("--pipeline.model.dense-init", self.dense_init, DENSE_INITS)
         check_flag_choice("--pipeline.model.direction-spacing", self.direction_spacing, DIRECTION_SPACINGS)
+        check_flag_choice("--pipeline.model.density-activation", self.density_activation, ("softplus", "exp"))
         with flag_errors("--pipeline.model.eugen"):
             self.eugen.validate()
         self.base_layer_kinds()
@@ -140,6 +144,7 @@ class EUGenFieldFlags:
             bottleneck_width=self.bottleneck_width or self.base_mlp_layer_width,
             bottleneck_relu=self.bottleneck_relu,
             density_bias=self.density_bias,
+            density_activation=self.density_activation,
             spatial_distortion=contraction,
         )
         initialise_dense_layers(field, self.dense_init)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from jaxtyping import Float
 from nerfstudio.cameras.rays import RaySamples
+from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import Encoding
 from nerfstudio.field_components.field_heads import DensityFieldHead, FieldHead, FieldHeadNames, RGBFieldHead
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
@@ -71,7 +72,9 @@ class EUGenNeRFField(Field):
         bottleneck_relu: a ReLU after that last layer when it is dense (vanilla-nerf; Zip-NeRF's is linear).
         spatial_distortion: contraction of the positions before a point encoding (unused with a `SampleEncoding`).
         linear_direction: an EUGen first head layer takes the direction through a dense term.
-        density_bias: added to the raw density before the softplus.
+        density_bias: added to the raw density before its activation.
+        density_activation: "softplus" (vanilla-nerf, mip-NeRF 360) or "exp" (nerfstudio's truncated exp,
+            nerfacto's) of the shifted raw density.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class EUGenNeRFField(Field):
         spatial_distortion: SpatialDistortion | None = None,
         linear_direction: bool = False,
         density_bias: float = 0.0,
+        density_activation: str = "softplus",
     ) -> None:
         super().__init__()
         self.density_bias = density_bias
@@ -108,7 +112,8 @@ class EUGenNeRFField(Field):
             layer_kinds=list(base_layer_kinds),
             eugen=eugen,
         )
-        self.field_output_density = DensityFieldHead(in_dim=self.mlp_base.get_out_dim())
+        self.field_output_density = DensityFieldHead(
+            in_dim=self.mlp_base.get_out_dim(), activation=trunc_exp if density_activation == "exp" else nn.Softplus())
         self.mlp_head = EUGenMLP(
             in_dim=self.mlp_base.get_out_dim() + direction_encoding.get_out_dim(),
             num_layers=len(head_layer_kinds),
