@@ -164,14 +164,15 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
     device = layer.weight.device
     equations = _NormalEquations(layer.weight.shape[1], layer.weight.shape[0], device,
                                  with_constant=layer.bias is not None)
-    for inputs, targets, weights in data:
+    for _, targets, _ in data:
         if targets.shape[-1] != layer.weight.shape[0]:
             raise ValueError(f"targets have width {targets.shape[-1]}, expected out_features={layer.weight.shape[0]}")
-        equations.add(inputs.to(device), targets.to(device).clamp_min(floor), weights)  # F^T W F stays: targets move
-    design = torch.cat([equations.design(inputs.to(device)) for inputs, _, _ in data])
+    design = equations.design(torch.cat([inputs for inputs, _, _ in data]).to(device))
     targets = torch.cat([batch_targets for _, batch_targets, _ in data]).to(device, torch.float64)
     weights = torch.cat([torch.ones(len(inputs)) if batch_weights is None else batch_weights.reshape(-1).cpu()
                          for inputs, _, batch_weights in data]).to(design)[:, None]
+    weighted = (design * weights).t()
+    equations.gram = weighted @ design  # F^T W F, the same in every solve: only the targets move
 
     def one_sided(solution: Tensor) -> float:
         out = design @ solution
@@ -181,10 +182,11 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
 
     initial = _stacked(layer)
     before = one_sided(initial)
+    bounds = targets.clamp_min(floor)
     for _ in range(iterations):
+        equations.cross = weighted @ bounds
         current = equations.solve(ridge)
         bounds = torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
-        equations.cross = (design * weights).t() @ bounds
     if one_sided(current) > before:  # the layer's own weights were already better: keep them
         current = initial
     _assign(layer, current)

@@ -108,9 +108,9 @@ class FrustumProposalSampler(Sampler):
     ) -> None:
         super().__init__()
         self.num_proposal_samples = tuple(num_proposal_samples)
+        self.num_nerf_samples = num_nerf_samples
         self.dilation_multiplier = dilation_multiplier
         self.dilation_bias = dilation_bias
-        self.num_nerf_samples = num_nerf_samples
         # mip-NeRF 360: linear up to distance 1, then uniform in disparity; Zip-NeRF: a power curve
         self.initial_sampler = initial_sampler or UniformLinDispPiecewiseSampler(single_jitter=single_jitter)
         self.pdf_sampler = PDFSampler(include_original=False, single_jitter=single_jitter)
@@ -138,12 +138,13 @@ class FrustumProposalSampler(Sampler):
                 samples = self.initial_sampler(ray_bundle, num_samples=count)
             else:
                 histogram, resample_by = samples, weights
-                if self.dilation_multiplier > 0 or self.dilation_bias > 0:
+                dilating = self.dilation_multiplier > 0 or self.dilation_bias > 0
+                if dilating:
                     histogram, resample_by = self.dilate(ray_bundle, samples, weights,
                                                          self.dilation_bias + self.dilation_multiplier / samples_so_far)
                 if self.anneal != 1.0:
                     resample_by = resample_by.pow(self.anneal)
-                if histogram is not samples:  # the dilated histogram's empty intervals: no mass after the padding
+                if dilating:  # the dilated histogram's empty intervals: no mass after the PDF sampler's padding
                     empty = histogram.spacing_ends <= histogram.spacing_starts
                     resample_by = torch.where(empty, -self.pdf_sampler.histogram_padding, resample_by)
                 samples = self.pdf_sampler(ray_bundle, histogram, resample_by, num_samples=count)
