@@ -459,3 +459,27 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     layers = pipeline.model.temporal_distortion.mlp_deform.layers
     assert isinstance(layers[1], EUGenLinear) and not isinstance(layers[0], EUGenLinear)
+
+
+@pytest.mark.parametrize("method", ["eugen_mipnerf360", "eugen_zipnerf"])
+def test_distill_a_proposal_method_fits_its_field_and_proposal_mlps_and_loads(method_runs, method, tmp_path):
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from eugen_nerf.layers.eugen import EUGenLinear
+    from eugen_nerf.nerf.commands.distill_run import Distill
+
+    results = Distill(load_config=method_runs[method, "dense"], output_dir=tmp_path, rays=16,
+                      eugen_proposal_layers=(0,), weights="uniform").run()
+    student = Path(results["student"])
+    assert student.parent.parent.name == method.replace("_", "-")
+    fitted = {(fit["field"], fit["layer"], fit["kind"]) for fit in results["layers"]}
+    for level in (0, 1):  # hidden layer 0 of each proposal MLP, then its density layer
+        assert (f"proposal_networks.{level}", "mlp.layers.0", "eugen") in fitted
+        assert (f"proposal_networks.{level}", "mlp.layers.1", "dense read-out") in fitted
+    assert ("field", "field_heads.0.net", "dense read-out") in fitted  # the RGB head after the view head
+    assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
+    assert all(isinstance(network.mlp.layers[0], EUGenLinear) for network in pipeline.model.proposal_networks)
+    rays = pipeline.datamanager.eval_dataset.cameras[0:1].generate_rays(camera_indices=0).flatten()[:8]
+    with torch.no_grad():
+        assert torch.isfinite(pipeline.model(rays.to(pipeline.model.device))["rgb"]).all()

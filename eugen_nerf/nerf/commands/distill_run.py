@@ -1,14 +1,17 @@
 """`eugen distill`: a trained dense NeRF run -> an EUGen run, without backpropagation (docs/eugen-math.md §3).
 
 The student is the teacher's architecture with EUGen layers at the chosen indices; every other weight
-(encodings, dense layers, heads) is copied. The EUGen layers are fitted one after the other by the
-closed form of `distill_linear` (by default on projections chosen from the data, `fitted_projection`),
-on points sampled along training rays the way the model samples them (coarse: uniform; fine: the coarse
-field's PDF; a D-NeRF's samples moved by the teacher's deformation, whose network is fitted on the
-samples' positions and times), each layer on the student's *own* inputs, i.e. after
-the layers before it were distilled, against the teacher's own activation at that layer (so that
+(encodings, hash grids, dense layers, heads) is copied. Each network with EUGen layers is fitted: the
+NeRF fields (eugen-nerf's coarse and fine, the proposal methods' one field), the proposal MLPs
+(eugen-mipnerf360, eugen-zipnerf) and a D-NeRF's deformation MLP. Their EUGen layers are fitted one
+after the other by the closed form of `distill_linear` (by default on projections chosen from the data,
+`fitted_projection`), on points sampled along training rays the way the teacher samples them (eugen-nerf:
+uniform, then the coarse field's PDF; the proposal methods: each proposal level's samples for its MLP
+and the last level's for the field; a D-NeRF's samples moved by the teacher's deformation, whose
+network is fitted on the samples' positions and times), each layer on the student's *own* inputs, i.e.
+after the layers before it were distilled, against the teacher's own activation at that layer (so that
 earlier errors do not compound); the dense layers after the first EUGen layer, up to the density and
-RGB heads, are refitted the same way against the teacher's pre-activation outputs (right after a
+RGB outputs, are refitted the same way against the teacher's pre-activation outputs (right after a
 least-squares EUGen layer that refit changes little, docs/eugen-math.md §3). --targets layer fits each
 layer to the teacher layer applied to the student's input instead.
 
@@ -39,7 +42,7 @@ from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
-SUPPORTED = ("eugen-nerf", "eugen-dnerf", "vanilla-nerf")
+SUPPORTED = ("eugen-nerf", "eugen-dnerf", "eugen-mipnerf360", "eugen-zipnerf", "vanilla-nerf")
 
 
 def load_teacher_config(path: Path):
@@ -71,28 +74,40 @@ def student_config(teacher, distill: Distill):
         model.eugen_base_layers = tuple(distill.eugen_base_layers)
     if distill.eugen_head_layers is not None:
         model.eugen_head_layers = tuple(distill.eugen_head_layers)
-    if distill.eugen_deformation_layers is not None and hasattr(model, "eugen_deformation_layers"):
-        model.eugen_deformation_layers = tuple(distill.eugen_deformation_layers)
+    for name in ("eugen_deformation_layers", "eugen_proposal_layers"):
+        if getattr(distill, name) is not None and hasattr(model, name):
+            setattr(model, name, tuple(getattr(distill, name)))
     model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
                                       seed=distill.seed, soft_normalize=distill.soft_normalize)
     model.__post_init__()
-    config.method_name = "eugen-dnerf" if teacher.method_name == "eugen-dnerf" else "eugen-nerf"
+    config.method_name = "eugen-nerf" if teacher.method_name == "vanilla-nerf" else teacher.method_name
     config.load_dir = config.load_checkpoint = None
     return config
 
 
 @torch.no_grad()
 def training_samples(model, cameras, num_rays: int, generator: torch.Generator) -> dict:
-    """Coarse and fine RaySamples of `num_rays` random training pixels, sampled as the model does (a
-    D-NeRF's samples moved by the teacher's deformation); with a deformation network also its inputs,
-    `temporal_distortion`: (N, 4) sample positions before the move and times, coarse then fine."""
-    from nerfstudio.field_components.field_heads import FieldHeadNames
-
+    """The samples each fitted network of the model sees on `num_rays` random training pixels, by its
+    path in the model: eugen-nerf's coarse and fine RaySamples (a D-NeRF's moved by the teacher's
+    deformation, and then `temporal_distortion`: (N, 4) sample positions before the move and times, coarse
+    then fine); a proposal method's `field` samples and each proposal level's (`proposal_networks.L`)."""
     index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
     heights, widths = cameras.height[index[:, 0]].float(), cameras.width[index[:, 0]].float()
     coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
                         torch.rand(num_rays, 1, generator=generator) * widths], dim=-1)
     bundle = model.collider(cameras.generate_rays(camera_indices=index, coords=coords).to(model.device))
+    if hasattr(model, "proposal_sampler"):
+        proposals = list(model.proposal_networks)
+        samples, _, samples_list = model.proposal_sampler(bundle, density_fns=proposals)
+        return {"field": samples, **{f"proposal_networks.{level}": samples_list[level]
+                                     for level in range(len(proposals))}}
+    return coarse_and_fine_samples(model, bundle)
+
+
+def coarse_and_fine_samples(model, bundle) -> dict:
+    """eugen-nerf's and eugen-dnerf's samples (training_samples)."""
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
     deformation_inputs = []
 
     def deform(samples) -> None:  # as NeRFModel.get_outputs does before each field
@@ -116,16 +131,36 @@ def is_deformation(module) -> bool:
     return hasattr(module, "mlp_deform")
 
 
+def is_proposal(module) -> bool:
+    from eugen_nerf.nerf.components.proposal_sampler import ProposalDensityField
+
+    return isinstance(module, ProposalDensityField)
+
+
 def mlps_of(module) -> list:
-    return [module.mlp_deform] if is_deformation(module) else [module.mlp_base, module.mlp_head]
+    if is_deformation(module):
+        return [module.mlp_deform]
+    return [module.mlp] if is_proposal(module) else [module.mlp_base, module.mlp_head]
+
+
+def density_readout(module) -> tuple[str, float] | None:
+    """The layer whose output, plus the returned shift, is a density network's raw density (before its
+    activation); None for a deformation network."""
+    if is_deformation(module):
+        return None
+    if is_proposal(module):
+        return f"mlp.layers.{len(module.mlp.layers) - 1}", -1.0
+    return "field_output_density.net", float(getattr(module, "density_bias", 0.0))
 
 
 def fit_points(module) -> list[str]:
-    """Names of the layers a student field (or deformation network) fits, in the order data flows through
-    them: its EUGen layers and every dense linear layer after the first of them (the read-outs, up to the
-    density and RGB heads, or the deformation's offset layer)."""
-    if is_deformation(module):
-        names = [f"mlp_deform.layers.{i}" for i in range(len(module.mlp_deform.layers))]
+    """Names of the layers a student network fits, in the order data flows through them: its EUGen layers
+    and every dense linear layer after the first of them (the read-outs, up to the density and RGB
+    heads, a proposal MLP's density layer or the deformation's offset layer)."""
+    if is_deformation(module) or is_proposal(module):
+        (mlp,) = mlps_of(module)
+        prefix = "mlp_deform" if is_deformation(module) else "mlp"
+        names = [f"{prefix}.layers.{i}" for i in range(len(mlp.layers))]
     else:
         names = [f"mlp_base.layers.{i}" for i in range(len(module.mlp_base.layers))] + ["field_output_density.net"]
         names += [f"mlp_head.layers.{i}" for i in range(len(module.mlp_head.layers))] + ["field_heads.0.net"]
@@ -134,18 +169,34 @@ def fit_points(module) -> list[str]:
     return names[first:]
 
 
+def activation_after(module, name: str):
+    """The activation a network applies to the output of its MLP layer `name` (None for a head)."""
+    prefix, _, index = name.rpartition(".layers.")
+    if not index.isdigit():
+        return None
+    mlp = module.get_submodule(prefix)
+    return mlp.activation if int(index) < len(mlp.layers) - 1 else mlp.out_activation
+
+
 @torch.no_grad()
 def trace(module, samples) -> None:
-    """Run a NeRF field (this package's or nerfstudio's) on RaySamples, or a deformation network on (N, 4)
-    positions and times, calling each of its linear layers, heads included, as a module, so that forward
-    hooks on them fire; its MLPs must run layer by layer."""
+    """Run a NeRF field (this package's or nerfstudio's) or a proposal MLP on RaySamples, or a
+    deformation network on (N, 4) positions and times, calling each of its linear layers, heads
+    included, as a module, so that forward hooks on them fire; its MLPs must run layer by layer."""
     if is_deformation(module):
         module(samples[:, :3], samples[:, 3:])
         return
-    positions = samples.frustums.get_positions()
-    if module.spatial_distortion is not None:
-        positions = module.spatial_distortion(positions)
-    base = module.mlp_base(module.position_encoding(positions))
+    if is_proposal(module):
+        module.mlp(module.encoding(samples))
+        return
+    if hasattr(module, "encode_positions"):
+        encoded = module.encode_positions(samples)
+    else:  # nerfstudio's NeRFField (vanilla-nerf)
+        positions = samples.frustums.get_positions()
+        if module.spatial_distortion is not None:
+            positions = module.spatial_distortion(positions)
+        encoded = module.position_encoding(positions)
+    base = module.mlp_base(encoded)
     module.field_output_density.net(base)
     head = module.mlp_head(torch.cat([module.direction_encoding(samples.frustums.directions), base], -1))
     for field_head in module.field_heads:
@@ -176,50 +227,61 @@ def captured(field_module, samples, name: str, which: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def point_weights(teacher_field, samples, distill: Distill) -> torch.Tensor:
-    """One weight per sample. render: its render weight under the teacher plus the mean render weight,
-    so that the fits favour the points that reach pixels and still see empty space; active: 1 where the
-    teacher's raw density is above --active-above, --empty-weight elsewhere (empty space needs only to
-    stay empty, and is most of the samples)."""
-    from nerfstudio.field_components.field_heads import FieldHeadNames
-
+def point_weights(teacher_module, samples, distill: Distill) -> torch.Tensor:
+    """One weight per sample of a density network (a NeRF field or a proposal MLP). render: its render
+    weight under the teacher plus the mean render weight, so that the fits favour the points that reach
+    pixels and still see empty space; active: 1 where the teacher's raw density is above --active-above,
+    --empty-weight elsewhere (empty space needs only to stay empty, and is most of the samples)."""
     flat = samples.reshape(-1)
+    chunks = range(0, len(flat), distill.chunk)
     if distill.weights == "active":
-        raw = torch.cat([captured(teacher_field, flat[start : start + distill.chunk], "field_output_density.net", 1)
-                         for start in range(0, len(flat), distill.chunk)]).reshape(-1)
+        readout, shift = density_readout(teacher_module)
+        raw = torch.cat([captured(teacher_module, flat[start : start + distill.chunk], readout, 1)
+                         for start in chunks]).reshape(-1) + shift
         active = raw > distill.active_above
         if distill.empty_weight == 0 and not active.any():
             raise InputError(f"--weights active: no sample has a teacher raw density above --active-above "
                              f"{distill.active_above} (highest {float(raw.max()):.1f}); lower it or set --empty-weight")
         return torch.where(active, 1.0, distill.empty_weight)
-    density = torch.cat([teacher_field.forward(flat[start : start + distill.chunk])[FieldHeadNames.DENSITY]
-                         for start in range(0, len(flat), distill.chunk)])
+    density = torch.cat([density_of(teacher_module, flat[start : start + distill.chunk]) for start in chunks])
     weights = samples.get_weights(density.reshape(*samples.shape, 1)).reshape(-1)
     return weights + weights.mean()
 
 
+def density_of(module, samples) -> torch.Tensor:
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    return module(samples) if is_proposal(module) else module.forward(samples)[FieldHeadNames.DENSITY]
+
+
 def emphasis_of(student_module, teacher_module, name: str, distill: Distill):
-    """For the last EUGen layer before a head, the teacher's head on the layer's targets (the raw density,
-    clamped at --density-floor, the RGB logits, or the deformation's offset): what reaches the pixels,
-    which its fitted projection must keep. Earlier layers get none (emphasising the density there too
-    measured worse)."""
+    """For the last EUGen layer before an output, the teacher's output layer on the layer's targets (the
+    raw density, clamped at --density-floor, the RGB logits, or the deformation's offset): what reaches
+    the pixels, which its fitted projection must keep. Earlier layers get none (emphasising the density
+    there too measured worse)."""
     if is_deformation(student_module):
         last = len(student_module.mlp_deform.layers) - 1
         return teacher_module.mlp_deform.layers[last] if name == f"mlp_deform.layers.{last - 1}" else None
-    if name == f"mlp_base.layers.{len(student_module.mlp_base.layers) - 1}":
-        head, floor = teacher_module.field_output_density.net, distill.density_floor
-        return lambda targets: head(targets) if floor is None else head(targets).clamp_min(floor)
-    if name == f"mlp_head.layers.{len(student_module.mlp_head.layers) - 1}":
-        return teacher_module.field_heads[0].net
-    return None
+    readout, shift = density_readout(student_module)
+    if is_proposal(student_module):
+        before_density = f"mlp.layers.{len(student_module.mlp.layers) - 2}"
+    else:
+        before_density = f"mlp_base.layers.{len(student_module.mlp_base.layers) - 1}"
+        if name == f"mlp_head.layers.{len(student_module.mlp_head.layers) - 1}":
+            return teacher_module.field_heads[0].net
+    if name != before_density:
+        return None
+    head, floor = teacher_module.get_submodule(readout), distill.density_floor
+    return lambda targets: head(targets) if floor is None else (head(targets) + shift).clamp_min(floor)
 
 
 def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targets: str,
               weights: torch.Tensor | None = None):
     """(student input, teacher target[, point weight]) of layer `name`, chunk by chunk; an EUGen layer's
-    target is the teacher layer's output after its ReLU, a dense read-out's the teacher layer's
-    pre-activation output."""
-    relu = isinstance(student_field.get_submodule(name), EUGenLinear)
+    target is the teacher layer's output after the activation that follows it (an EUGen layer includes
+    its own), a dense read-out's the teacher layer's pre-activation output."""
+    activation = activation_after(teacher_field, name) if isinstance(student_field.get_submodule(name),
+                                                                      EUGenLinear) else None
     flat = samples if torch.is_tensor(samples) else samples.reshape(-1)
     for start in range(0, len(flat), chunk):
         part = flat[start : start + chunk]
@@ -228,14 +290,14 @@ def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targ
             outputs = captured(teacher_field, part, name, 1)
         else:  # the teacher layer on the student's input
             outputs = teacher_field.get_submodule(name)(inputs)
-        outputs = torch.relu(outputs) if relu else outputs
+        outputs = activation(outputs) if activation is not None else outputs
         yield (inputs, outputs) if weights is None else (inputs, outputs, weights[start : start + chunk])
 
 
 def fit_module(student_module, teacher_module, samples, distill: Distill, weights: torch.Tensor | None) -> list[dict]:
-    """Fit a student field's (or deformation network's) layers one after the other (fit_points); returns
-    one report per layer."""
+    """Fit a student network's layers one after the other (fit_points); returns one report per layer."""
     fits = []
+    readout = density_readout(student_module)
     for mlp in mlps_of(student_module):
         mlp.bundle = "never"  # layer by layer, so each layer's input can be captured
     try:
@@ -253,7 +315,10 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                                         emphasis=emphasis_of(student_module, teacher_module, name, distill),
                                         emphasis_weight=distill.emphasis_weight)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
-                floor = distill.density_floor if name == "field_output_density.net" else None
+                # the floor is on the raw density, the layer's output plus the network's shift
+                floor = None
+                if distill.density_floor is not None and readout is not None and name == readout[0]:
+                    floor = distill.density_floor - readout[1]
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
             else:
                 continue
@@ -270,9 +335,10 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
 
 @dataclass
 class Distill:
-    """Turn a trained dense run (eugen-nerf's or eugen-dnerf's dense twin, or nerfstudio's vanilla-nerf)
-    into an EUGen run of the same method (eugen-nerf for vanilla-nerf) by layer-wise closed-form fits
-    (no backpropagation); ns-eval and ns-render load the result as it is."""
+    """Turn a trained dense run (the dense twin of eugen-nerf, eugen-dnerf, eugen-mipnerf360 or
+    eugen-zipnerf, or nerfstudio's vanilla-nerf) into an EUGen run of the same method (eugen-nerf for
+    vanilla-nerf) by layer-wise closed-form fits (no backpropagation); ns-eval and ns-render load the
+    result as it is."""
 
     load_config: Path
     """config.yml of the dense run."""
@@ -294,6 +360,8 @@ class Distill:
     """View-head layers to replace; default as for the base layers."""
     eugen_deformation_layers: tuple[int, ...] | None = None
     """eugen-dnerf: deformation-MLP layers to replace; default: the run's."""
+    eugen_proposal_layers: tuple[int, ...] | None = None
+    """eugen-mipnerf360, eugen-zipnerf: proposal-MLP hidden layers to replace; default: the run's."""
     ridge: float = 1e-6
     """Ridge lambda of the closed form, relative to the mean diagonal of F^T F."""
     targets: str = "teacher"
@@ -366,14 +434,21 @@ class Distill:
         copied = copy_matching_weights(teacher.model, student.model)
         samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras.to(teacher.device),
                                    self.rays, torch.Generator().manual_seed(self.seed))
-        weights = {name: point_weights(getattr(teacher.model, name), samples[name], self)
-                   for name in ("field_coarse", "field_fine")} if self.weights != "uniform" else {}
-        if weights and "temporal_distortion" in samples:  # its points are the fields' samples, coarse then fine
+        # the networks with something to fit (a method's dense proposal MLPs have none); a deformation
+        # network's points are the fields' samples, coarse then fine, and take their weights
+        fitted = {name for name in samples if fit_points(student.model.get_submodule(name))}
+        weighed = fitted | ({"field_coarse", "field_fine"} if "temporal_distortion" in fitted else set())
+        weights = {name: point_weights(teacher.model.get_submodule(name), samples[name], self)
+                   for name in weighed - {"temporal_distortion"} if self.weights != "uniform"}
+        if weights and "temporal_distortion" in fitted:
             weights["temporal_distortion"] = torch.cat([weights["field_coarse"], weights["field_fine"]])
         fits = []
         for name, module_samples in samples.items():
+            if name not in fitted:
+                continue
             fits += [{"field": name, **fit} for fit in fit_module(
-                getattr(student.model, name), getattr(teacher.model, name), module_samples, self, weights.get(name))]
+                student.model.get_submodule(name), teacher.model.get_submodule(name), module_samples, self,
+                weights.get(name))]
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
