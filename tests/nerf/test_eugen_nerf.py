@@ -511,6 +511,29 @@ def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, t
         Distill(load_config=tiny_runs["dense"], emphasis_weight=-1.0).run()
     with pytest.raises(InputError, match="--empty-weight must be in"):
         Distill(load_config=tiny_runs["dense"], empty_weight=2.0).run()
+    with pytest.raises(InputError, match="--floor-weight must be a finite number >= 0, got -1"):
+        Distill(load_config=tiny_runs["dense"], floor_weight=-1.0).run()
+
+
+def test_distill_floor_weight_keeps_left_out_points_in_the_density_readout(tiny_runs, tmp_path):
+    from eugen_nerf.nerf.commands.distill_run import Distill, captured, training_samples
+    from eugen_nerf.nerf.engine.runs import eval_setup_of
+
+    _, teacher, _, _ = eval_setup_of(tiny_runs["dense"], "--load-config")
+    samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras, 32,
+                               torch.Generator().manual_seed(0))  # Distill's seed 0: the same samples
+    raw = captured(teacher.model.field_coarse, samples["field_coarse"].reshape(-1), "field_output_density.net", 1)
+    median = float(raw.median())  # half the points are left out of the fits
+
+    def density_heads(floor_weight: float) -> list[torch.Tensor]:
+        results = Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / str(floor_weight), rays=32,
+                          active_above=median, density_floor=median, floor_weight=floor_weight).run()
+        checkpoint = next((Path(results["student"]).parent / "nerfstudio_models").glob("step-*.ckpt"))
+        state = torch.load(checkpoint, weights_only=True)["pipeline"]
+        return [state[key] for key in sorted(state) if "field_output_density.net" in key]
+
+    # the left-out points change only the density read-out, and only through its one-sided fit
+    assert any(not torch.allclose(a, b) for a, b in zip(density_heads(0.0), density_heads(1.0), strict=True))
 
 
 def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, tmp_path):

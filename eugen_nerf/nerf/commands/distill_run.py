@@ -319,6 +319,12 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                 floor = None
                 if distill.density_floor is not None and readout is not None and name == readout[0]:
                     floor = distill.density_floor - readout[1]
+                    if weights is not None and distill.weights == "active":
+                        # one-sided, the empty points only keep the density below the floor; left out,
+                        # the student's density there is whatever its features extrapolate to
+                        floor_weights = torch.where(weights > 0, weights, distill.floor_weight)
+                        pairs = lambda name=name, w=floor_weights: fit_pairs(  # noqa: E731
+                            student_module, teacher_module, samples, name, distill.chunk, distill.targets, w)
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
             else:
                 continue
@@ -386,6 +392,10 @@ class Distill:
     """Raw densities below this all mean empty space: the density read-out is fitted one-sided there (its
     output need only stay below), and the fitted projections see the raw density clamped at it; None:
     plain least squares."""
+    floor_weight: float = 1.0
+    """With --weights active and a --density-floor: the weight, in the one-sided density read-out only, of
+    the points the other fits leave out (below --active-above with --empty-weight 0); there they only
+    keep the student's density below the floor."""
     refine_steps: int = 0
     """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
     finetune_steps: int = 0
@@ -414,6 +424,8 @@ class Distill:
             raise InputError(f"--emphasis-weight must be >= 0, got {self.emphasis_weight}")
         if not 0 <= self.empty_weight <= 1:
             raise InputError(f"--empty-weight must be in [0, 1], got {self.empty_weight}")
+        if not (math.isfinite(self.floor_weight) and self.floor_weight >= 0):
+            raise InputError(f"--floor-weight must be a finite number >= 0, got {self.floor_weight}")
         teacher_config = load_teacher_config(self.load_config)
         started = time.perf_counter()
         _, teacher, _, step = eval_setup_of(self.load_config, "--load-config")
