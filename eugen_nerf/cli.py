@@ -1,7 +1,7 @@
 """The `eugen` command.
 
     eugen GROUP NAME [flags]     bench layers|nerf|suite|scaling|quality, scene blender|dnerf|unbounded|rgbd,
-                                 render time-sweep, isdf train|eval|mesh|bench (tyro dataclasses)
+                                 render time-sweep, isdf train|eval|mesh|bench|distill (tyro dataclasses)
     eugen demo [flags]           the README's main job
     eugen distill [flags]        a dense NeRF run -> an EUGen run, closed form (no backpropagation)
     eugen train PRESET [flags]   ns-train with a preset from configs/
@@ -31,7 +31,8 @@ COMMANDS: dict[str, dict[str, str]] = {
               "quality": "eugen_nerf.bench.quality:BenchQuality"},
     "scene": SCENES,
     "render": {"time-sweep": "eugen_nerf.nerf.commands.time_sweep:RenderTimeSweep"},
-    "isdf": {name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
+    "isdf": {**{name: f"eugen_nerf.isdf.commands:Isdf{name.title()}" for name in ("train", "eval", "mesh", "bench")},
+             "distill": "eugen_nerf.isdf.distill:IsdfDistill"},
 }
 SINGLE: dict[str, str] = {"demo": "eugen_nerf.demo:Demo", "distill": "eugen_nerf.nerf.commands.distill_run:Distill"}
 

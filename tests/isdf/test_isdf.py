@@ -14,7 +14,7 @@ import torch
 
 from eugen_nerf.cli import main
 from eugen_nerf.errors import InputError
-from eugen_nerf.isdf.commands import IsdfBench, IsdfEval, IsdfMesh, IsdfTrain
+from eugen_nerf.isdf.commands import IsdfBench, IsdfEval, IsdfMesh, IsdfTrain, load_run_folder
 from eugen_nerf.isdf.data import DepthStream, GroundTruth
 from eugen_nerf.isdf.evaluation import chomp_cost, extract_mesh, sdf_metrics, visible_points
 from eugen_nerf.isdf.network import OffAxisEncoding, SDFNetwork, SDFNetworkConfig, icosahedron_directions
@@ -260,3 +260,35 @@ def test_eval_of_a_folder_that_is_no_run_is_one_line_error(tmp_path, capsys):
     assert main(["isdf", "eval", "--run-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "not an iSDF run folder" in error
+
+
+def test_distill_a_dense_run_fits_its_eugen_layers_in_closed_form_and_evaluates(tiny_rgbd, tmp_path):
+    from eugen_nerf.isdf.distill import IsdfDistill
+    from eugen_nerf.layers.eugen import EUGenLinear
+
+    tiny_train(tiny_rgbd, tmp_path / "dense", layer="dense").run()
+    teacher = IsdfEval(run_dir=tmp_path / "dense", eval_points=500, mesh_resolution=0).run()
+    results = IsdfDistill(run_dir=tmp_path / "dense", output=tmp_path / "student", rays=256).run()
+    # EUGen layers 1-5 (the network's default), then the dense output layer refitted
+    assert [(fit["layer"], fit["kind"]) for fit in results["layers"]] == [
+        *[(f"mlp.layers.{i}", "eugen") for i in range(1, 6)], ("mlp.layers.6", "dense read-out")]
+    assert all(0 <= fit["relative_error"] < 1 for fit in results["layers"])
+    student = IsdfEval(run_dir=tmp_path / "student", eval_points=500, mesh_resolution=0).run()
+    assert np.isfinite(student["sdf_l1"]) and np.isfinite(teacher["sdf_l1"])
+    settings = json.loads((tmp_path / "student" / "run.json").read_text())
+    assert settings["network"]["layer"] == "eugen"
+    # on the points eval uses, the student's SDF is within a quarter of the teacher's own spread of it
+    # (an EUGen network trained on the same frames instead: twice that spread away)
+    _, stream, dense = load_run_folder(tmp_path / "dense")
+    _, _, fitted = load_run_folder(tmp_path / "student")
+    points = visible_points(stream, list(range(5)), 2000, seed=1)
+    with torch.no_grad():
+        expected, got = dense.network(points), fitted.network(points)
+    assert (got - expected).abs().mean() < 0.25 * (expected - expected.mean()).abs().mean()
+    assert isinstance(fitted.network.mlp.layers[1], EUGenLinear)
+    checkpoint = torch.load(tmp_path / "student" / "checkpoint.pt", weights_only=True)
+    assert any(key.endswith(".projection") for key in checkpoint["network"])
+    with pytest.raises(InputError, match="holds a run already"):
+        IsdfDistill(run_dir=tmp_path / "dense", output=tmp_path / "student").run()
+    with pytest.raises(InputError, match="already an EUGen run"):
+        IsdfDistill(run_dir=tmp_path / "student", output=tmp_path / "again").run()

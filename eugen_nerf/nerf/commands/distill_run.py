@@ -137,16 +137,23 @@ def is_proposal(module) -> bool:
     return isinstance(module, ProposalDensityField)
 
 
+def is_single_mlp(module) -> bool:
+    """A network that is its encoding and one MLP: a proposal MLP, or iSDF's SDF network."""
+    from eugen_nerf.isdf.network import SDFNetwork
+
+    return is_proposal(module) or isinstance(module, SDFNetwork)
+
+
 def mlps_of(module) -> list:
     if is_deformation(module):
         return [module.mlp_deform]
-    return [module.mlp] if is_proposal(module) else [module.mlp_base, module.mlp_head]
+    return [module.mlp] if is_single_mlp(module) else [module.mlp_base, module.mlp_head]
 
 
 def density_readout(module) -> tuple[str, float] | None:
     """The layer whose output, plus the returned shift, is a density network's raw density (before its
-    activation); None for a deformation network."""
-    if is_deformation(module):
+    activation); None for a deformation or SDF network."""
+    if is_deformation(module) or (is_single_mlp(module) and not is_proposal(module)):
         return None
     if is_proposal(module):
         return f"mlp.layers.{len(module.mlp.layers) - 1}", -1.0
@@ -156,8 +163,8 @@ def density_readout(module) -> tuple[str, float] | None:
 def fit_points(module) -> list[str]:
     """Names of the layers a student network fits, in the order data flows through them: its EUGen layers
     and every dense linear layer after the first of them (the read-outs, up to the density and RGB
-    heads, a proposal MLP's density layer or the deformation's offset layer)."""
-    if is_deformation(module) or is_proposal(module):
+    heads, a proposal MLP's density layer, an SDF network's output or the deformation's offset layer)."""
+    if is_deformation(module) or is_single_mlp(module):
         (mlp,) = mlps_of(module)
         prefix = "mlp_deform" if is_deformation(module) else "mlp"
         names = [f"{prefix}.layers.{i}" for i in range(len(mlp.layers))]
@@ -180,11 +187,15 @@ def activation_after(module, name: str):
 
 @torch.no_grad()
 def trace(module, samples) -> None:
-    """Run a NeRF field (this package's or nerfstudio's) or a proposal MLP on RaySamples, or a
-    deformation network on (N, 4) positions and times, calling each of its linear layers, heads
-    included, as a module, so that forward hooks on them fire; its MLPs must run layer by layer."""
+    """Run a NeRF field (this package's or nerfstudio's) or a proposal MLP on RaySamples, a deformation
+    network on (N, 4) positions and times, or an SDF network on (N, 3) points, calling each of its
+    linear layers, heads included, as a module, so that forward hooks on them fire; its MLPs must run
+    layer by layer."""
     if is_deformation(module):
         module(samples[:, :3], samples[:, 3:])
+        return
+    if is_single_mlp(module) and not is_proposal(module):
+        module(samples)
         return
     if is_proposal(module):
         module.mlp(module.encoding(samples))
@@ -256,12 +267,14 @@ def density_of(module, samples) -> torch.Tensor:
 
 def emphasis_of(student_module, teacher_module, name: str, distill: Distill):
     """For the last EUGen layer before an output, the teacher's output layer on the layer's targets (the
-    raw density, clamped at --density-floor, the RGB logits, or the deformation's offset): what reaches
+    raw density, clamped at --density-floor, the RGB logits, the SDF, or the deformation's offset): what reaches
     the pixels, which its fitted projection must keep. Earlier layers get none (emphasising the density
     there too measured worse)."""
-    if is_deformation(student_module):
-        last = len(student_module.mlp_deform.layers) - 1
-        return teacher_module.mlp_deform.layers[last] if name == f"mlp_deform.layers.{last - 1}" else None
+    if is_deformation(student_module) or density_readout(student_module) is None:
+        (mlp,) = mlps_of(teacher_module)
+        prefix = "mlp_deform" if is_deformation(student_module) else "mlp"
+        last = len(mlp.layers) - 1
+        return mlp.layers[last] if name == f"{prefix}.layers.{last - 1}" else None
     readout, shift = density_readout(student_module)
     if is_proposal(student_module):
         before_density = f"mlp.layers.{len(student_module.mlp.layers) - 2}"
