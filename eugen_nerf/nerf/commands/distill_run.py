@@ -137,11 +137,15 @@ def is_proposal(module) -> bool:
     return isinstance(module, ProposalDensityField)
 
 
-def is_single_mlp(module) -> bool:
-    """A network that is its encoding and one MLP: a proposal MLP, or iSDF's SDF network."""
+def is_sdf(module) -> bool:
     from eugen_nerf.isdf.network import SDFNetwork
 
-    return is_proposal(module) or isinstance(module, SDFNetwork)
+    return isinstance(module, SDFNetwork)
+
+
+def is_single_mlp(module) -> bool:
+    """A network that is its encoding and one MLP: a proposal MLP, or iSDF's SDF network."""
+    return is_proposal(module) or is_sdf(module)
 
 
 def mlps_of(module) -> list:
@@ -153,7 +157,7 @@ def mlps_of(module) -> list:
 def density_readout(module) -> tuple[str, float] | None:
     """The layer whose output, plus the returned shift, is a density network's raw density (before its
     activation); None for a deformation or SDF network."""
-    if is_deformation(module) or (is_single_mlp(module) and not is_proposal(module)):
+    if is_deformation(module) or is_sdf(module):
         return None
     if is_proposal(module):
         return f"mlp.layers.{len(module.mlp.layers) - 1}", -1.0
@@ -194,7 +198,7 @@ def trace(module, samples) -> None:
     if is_deformation(module):
         module(samples[:, :3], samples[:, 3:])
         return
-    if is_single_mlp(module) and not is_proposal(module):
+    if is_sdf(module):
         module(samples)
         return
     if is_proposal(module):
