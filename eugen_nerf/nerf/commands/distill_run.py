@@ -420,7 +420,8 @@ class Distill:
     finetune_rays: int = 128
     """Rays per fine-tuning step."""
     finetune_lr: float = 3e-3
-    """Adam learning rate of the fine-tuning, decayed 10x over its steps (eugen-nerf's CPU preset: 3e-3)."""
+    """Adam learning rate of the fine-tuning, reached after a warm-up over the first tenth of its steps and
+    decayed 10x over them (eugen-nerf's CPU preset: 3e-3)."""
     seed: int = 0
     """Seed of the rays and of the random projections."""
     chunk: int = 65_536
@@ -497,7 +498,8 @@ class Distill:
 
 def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator) -> list[float]:
     """Train every parameter of `model` on random pixels of `dataset`'s images with the model's own
-    losses (Adam, learning rate decayed 10x); returns the loss of each step."""
+    losses (Adam, learning rate warmed up over the first tenth of the steps and decayed 10x); returns
+    the loss of each step."""
     cameras = dataset.cameras.to(model.device)
     images = [dataset.get_image_float32(index) for index in range(len(dataset))]
     height, width = images[0].shape[:2]
@@ -505,7 +507,10 @@ def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generato
         raise InputError("--finetune-steps needs training images of one size")
     stacked = torch.stack(images)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.1 ** (1 / max(steps, 1)))
+    # a linear warm-up over the first tenth: a closed-form student balances large weights against each
+    # other, and Adam's first full-rate steps (every weight moved by the rate at once) undo that balance
+    warmup, decay = max(1, steps // 10), 0.1 ** (1 / max(steps, 1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * decay**step)
     model.train()
     losses = []
     for step in range(steps):
