@@ -74,6 +74,9 @@ class IsdfDistill:
     """Points per forward pass while collecting layer inputs."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
+    def projection_kind(self) -> str:
+        return self.projections
+
     # what `fit_module` reads besides the flags: an SDF has no density to weigh points by
     weights: ClassVar[str] = "uniform"
     density_floor: ClassVar[None] = None

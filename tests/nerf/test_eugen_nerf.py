@@ -499,7 +499,7 @@ def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, t
         Distill(load_config=tiny_runs["dense"], targets="own").run()
     with pytest.raises(InputError, match="--weights must be active or render or uniform"):
         Distill(load_config=tiny_runs["dense"], weights="depth").run()
-    with pytest.raises(InputError, match="--projections must be fitted or random"):
+    with pytest.raises(InputError, match="--projections must be auto or fitted or random"):
         Distill(load_config=tiny_runs["dense"], projections="learned").run()
     with pytest.raises(InputError, match="no sample has a teacher raw density above --active-above 1000"):
         Distill(load_config=tiny_runs["dense"], output_dir=tmp_path / "none", rays=8, active_above=1e3).run()
@@ -546,6 +546,8 @@ def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, t
                     finetune_rays=64, finetune_lr=1e-3).run()
     first, last = tuned["finetune_loss_first_last"]
     assert tuned["finetune_steps"] == 30 and last < first
+    # --projections auto: fitted for the closed form alone, random when fine-tuning follows
+    assert (plain["projections"], tuned["projections"]) == ("fitted", "random")
 
     def weights(results):
         checkpoint = next((Path(results["student"]).parent / "nerfstudio_models").glob("step-*.ckpt"))

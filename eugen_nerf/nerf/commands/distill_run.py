@@ -328,7 +328,7 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                     cached = list(pairs())
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
-                                        projection=distill.projections,
+                                        projection=distill.projection_kind(),
                                         emphasis=emphasis_of(student_module, teacher_module, name, distill),
                                         emphasis_weight=distill.emphasis_weight)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
@@ -391,9 +391,11 @@ class Distill:
     """teacher | layer: each layer is fitted to the teacher's own activation there (teacher: earlier layers'
     errors do not compound, and the dense layers after the first EUGen layer, up to the density and RGB
     heads, are refitted too), or to the teacher layer applied to the student's own input (layer)."""
-    projections: str = "fitted"
-    """fitted | random: choose each EUGen layer's order-1 and order-2 projections from the data in closed
-    form (docs/eugen-math.md §3), or keep the random ones."""
+    projections: str = "auto"
+    """fitted | random | auto: choose each EUGen layer's order-1 and order-2 projections from the data in
+    closed form (docs/eugen-math.md §3), or keep the random ones; auto: fitted for the closed form alone,
+    random when --finetune-steps follow (fine-tuning from fitted projections measured worse than from
+    random ones, docs/results/distill.md)."""
     weights: str = "active"
     """active | uniform | render: weight fitting points by whether the teacher's raw density there is
     above --active-above (1, else --empty-weight), alike, or by their render weight under the teacher
@@ -428,13 +430,18 @@ class Distill:
     """Points per forward pass while collecting layer inputs."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
+    def projection_kind(self) -> str:
+        if self.projections == "auto":
+            return "random" if self.finetune_steps > 0 else "fitted"
+        return self.projections
+
     def run(self) -> dict:
         for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
         check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
-        check_flag_choice("--projections", self.projections, ("fitted", "random"))
+        check_flag_choice("--projections", self.projections, ("auto", "fitted", "random"))
         for flag, value in (("--active-above", self.active_above), ("--density-floor", self.density_floor)):
             if value is not None and not math.isfinite(value):
                 raise InputError(f"{flag} must be a finite number, got {value}")
@@ -489,7 +496,7 @@ class Distill:
         results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
                    "closed_form_seconds": closed_form_seconds, "finetune_steps": self.finetune_steps,
                    "finetune_loss_first_last": finetune_losses[:1] + finetune_losses[-1:],
-                   "rays": self.rays, "copied_tensors": copied, "layers": fits,
+                   "rays": self.rays, "projections": self.projection_kind(), "copied_tensors": copied, "layers": fits,
                    "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
         (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         print_fits(results, self.console)
