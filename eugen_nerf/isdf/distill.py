@@ -83,7 +83,7 @@ class IsdfDistill:
     refine_steps: ClassVar[int] = 0
 
     def run(self) -> dict:
-        from eugen_nerf.nerf.commands.distill_run import fit_module
+        from eugen_nerf.nerf.commands.distill_run import copy_matching_weights, fit_module
 
         for name in ("rays", "num_features", "order", "chunk"):
             if getattr(self, name) <= 0:
@@ -107,9 +107,7 @@ class IsdfDistill:
         student_settings = RunSettings(settings.data, settings.dataset_config, network, settings.sampling,
                                        settings.losses, settings.schedule, settings.seed)
         student = build(student_settings, stream)
-        copied = {key: value for key, value in teacher.network.state_dict().items()
-                  if key in student.network.state_dict() and student.network.state_dict()[key].shape == value.shape}
-        student.network.load_state_dict({**student.network.state_dict(), **copied})
+        copied = copy_matching_weights(teacher.network, student.network)
         points = training_points(teacher, self.rays, torch.Generator().manual_seed(self.seed))
         teacher.network.eval()
         student.network.eval()
@@ -120,7 +118,7 @@ class IsdfDistill:
         (self.output / SETTINGS).write_text(json.dumps(student_settings.to_json(), indent=2) + "\n")
         save_run(self.output / CHECKPOINT, student)
         results = {"teacher": str(self.run_dir), "student": str(self.output), "closed_form_seconds": seconds,
-                   "points": len(points), "copied_tensors": len(copied),
+                   "points": len(points), "copied_tensors": copied,
                    "layers": [{"field": "sdf", **fit} for fit in fits],
                    "eugen": dataclasses.asdict(network.eugen)}
         (self.output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")

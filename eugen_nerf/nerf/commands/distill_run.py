@@ -148,10 +148,15 @@ def is_single_mlp(module) -> bool:
     return is_proposal(module) or is_sdf(module)
 
 
+def single_mlp_path(module) -> str:
+    """Where a deformation network's or single-MLP network's MLP sits in it."""
+    return "mlp_deform" if is_deformation(module) else "mlp"
+
+
 def mlps_of(module) -> list:
-    if is_deformation(module):
-        return [module.mlp_deform]
-    return [module.mlp] if is_single_mlp(module) else [module.mlp_base, module.mlp_head]
+    if is_deformation(module) or is_single_mlp(module):
+        return [module.get_submodule(single_mlp_path(module))]
+    return [module.mlp_base, module.mlp_head]
 
 
 def density_readout(module) -> tuple[str, float] | None:
@@ -170,8 +175,7 @@ def fit_points(module) -> list[str]:
     heads, a proposal MLP's density layer, an SDF network's output or the deformation's offset layer)."""
     if is_deformation(module) or is_single_mlp(module):
         (mlp,) = mlps_of(module)
-        prefix = "mlp_deform" if is_deformation(module) else "mlp"
-        names = [f"{prefix}.layers.{i}" for i in range(len(mlp.layers))]
+        names = [f"{single_mlp_path(module)}.layers.{i}" for i in range(len(mlp.layers))]
     else:
         names = [f"mlp_base.layers.{i}" for i in range(len(module.mlp_base.layers))] + ["field_output_density.net"]
         names += [f"mlp_head.layers.{i}" for i in range(len(module.mlp_head.layers))] + ["field_heads.0.net"]
@@ -276,9 +280,8 @@ def emphasis_of(student_module, teacher_module, name: str, distill: Distill):
     there too measured worse)."""
     if is_deformation(student_module) or density_readout(student_module) is None:
         (mlp,) = mlps_of(teacher_module)
-        prefix = "mlp_deform" if is_deformation(student_module) else "mlp"
         last = len(mlp.layers) - 1
-        return mlp.layers[last] if name == f"{prefix}.layers.{last - 1}" else None
+        return mlp.layers[last] if name == f"{single_mlp_path(student_module)}.layers.{last - 1}" else None
     readout, shift = density_readout(student_module)
     if is_proposal(student_module):
         before_density = f"mlp.layers.{len(student_module.mlp.layers) - 2}"
@@ -320,8 +323,17 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
     try:
         for name in fit_points(student_module):
             layer = student_module.get_submodule(name)
-            pairs = lambda name=name: fit_pairs(student_module, teacher_module, samples, name,  # noqa: E731
-                                                distill.chunk, distill.targets, weights)
+            # the floor is on the raw density, the layer's output plus the network's shift
+            floor = None
+            if distill.density_floor is not None and readout is not None and name == readout[0]:
+                floor = distill.density_floor - readout[1]
+            layer_weights = weights
+            if floor is not None and weights is not None and distill.weights == "active":
+                # one-sided, the empty points only keep the density below the floor; left out, the
+                # student's density there is whatever its features extrapolate to
+                layer_weights = torch.where(weights > 0, weights, distill.floor_weight)
+            pairs = lambda name=name, w=layer_weights: fit_pairs(  # noqa: E731
+                student_module, teacher_module, samples, name, distill.chunk, distill.targets, w)
             if isinstance(layer, EUGenLinear):
                 refine = distill.refine_steps
                 if refine:  # refinement reads the pairs once per epoch: trace them once
@@ -332,16 +344,6 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                                         emphasis=emphasis_of(student_module, teacher_module, name, distill),
                                         emphasis_weight=distill.emphasis_weight)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
-                # the floor is on the raw density, the layer's output plus the network's shift
-                floor = None
-                if distill.density_floor is not None and readout is not None and name == readout[0]:
-                    floor = distill.density_floor - readout[1]
-                    if weights is not None and distill.weights == "active":
-                        # one-sided, the empty points only keep the density below the floor; left out,
-                        # the student's density there is whatever its features extrapolate to
-                        floor_weights = torch.where(weights > 0, weights, distill.floor_weight)
-                        pairs = lambda name=name, w=floor_weights: fit_pairs(  # noqa: E731
-                            student_module, teacher_module, samples, name, distill.chunk, distill.targets, w)
                 report = fit_linear(layer, pairs(), ridge=distill.ridge, floor=floor)
             else:
                 continue
