@@ -278,6 +278,10 @@ def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
     assert lr() == 0.003 and lr("--pipeline.model.layer", "dense") == 0.001
     assert lr("--pipeline.model.layer=dense") == 0.001
     assert lr("--optimizers.fields.optimizer.lr", "0.01") == 0.01  # the command line still wins
+    # nerf-cpu's EUGen twin reaches its 3e-3 through eugen-nerf's scale, its dense twin stays at 1e-3
+    nerf_cpu = build_config(load_preset("nerf-cpu"), [])
+    assert nerf_cpu.optimizers["fields"]["optimizer"].lr * nerf_cpu.pipeline.model.eugen_lr_scale == pytest.approx(3e-3)
+    assert nerf_cpu.optimizers["fields"]["optimizer"].lr == 1e-3
     bad = tmp_path / "bad.yml"
     bad.write_text("method: eugen-nerf\ntwin-flags: {sparse: {max-num-iterations: 3}}\n")
     with pytest.raises(InputError, match="twin-flags"):
