@@ -270,7 +270,7 @@ def test_presets_build_configs():
 def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
     from eugen_nerf.nerf.commands.train_preset import build_config
 
-    preset = load_preset("dnerf-cpu")
+    preset = load_preset("nerf-cpu")
 
     def lr(*extra: str) -> float:
         return build_config(preset, list(extra)).optimizers["fields"]["optimizer"].lr
@@ -278,41 +278,13 @@ def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
     assert lr() == 0.003 and lr("--pipeline.model.layer", "dense") == 0.001
     assert lr("--pipeline.model.layer=dense") == 0.001
     assert lr("--optimizers.fields.optimizer.lr", "0.01") == 0.01  # the command line still wins
-    # nerf-cpu's EUGen twin reaches its 3e-3 through eugen-nerf's scale, its dense twin stays at 1e-3
-    nerf_cpu = build_config(load_preset("nerf-cpu"), [])
-    assert nerf_cpu.optimizers["fields"]["optimizer"].lr * nerf_cpu.pipeline.model.eugen_lr_scale == pytest.approx(3e-3)
-    assert nerf_cpu.optimizers["fields"]["optimizer"].lr == 1e-3
+    # nerf-pytorch's central crop is eugen-nerf's default; the CPU preset measured its twins without it
+    assert build_config(preset, []).pipeline.datamanager.pixel_sampler.precrop_steps == 0
+    assert build_config(load_preset("nerf-paper"), []).pipeline.datamanager.pixel_sampler.precrop_steps == 500
     bad = tmp_path / "bad.yml"
     bad.write_text("method: eugen-nerf\ntwin-flags: {sparse: {max-num-iterations: 3}}\n")
     with pytest.raises(InputError, match="twin-flags"):
         load_preset(bad)
-
-
-def test_eugen_twin_trains_at_eugen_lr_scale_times_the_flags_and_the_dense_twin_at_the_flags(
-        tiny_blender, tmp_path, reduced_config, train):
-    from eugen_nerf.nerf.methods.registry import eugen_nerf
-
-    assert eugen_nerf.config.pipeline.model.eugen_lr_scale == 3.0
-    assert eugen_nerf.config.pipeline.datamanager.pixel_sampler.precrop_steps == 500  # nerf-pytorch's Blender recipe
-
-    def trained_rates(layer: str, scale: float) -> tuple[float, float]:
-        config = reduced_config(tiny_blender, tmp_path / f"{layer}-{scale}", layer)
-        config.pipeline.model.eugen_lr_scale = scale
-        schedule = config.optimizers["fields"]
-        schedule["optimizer"].lr, schedule["scheduler"].lr_final = 2e-3, 2e-4
-        trainer = train(config)
-        assert schedule["optimizer"].lr == 2e-3  # the flags (config.yml) stay as given
-        group = trainer.optimizers.optimizers["fields"].param_groups[0]
-        return group["initial_lr"], group["lr"]
-
-    initial, last = trained_rates("eugen", 3.0)
-    assert initial == pytest.approx(6e-3) and 6e-4 < last < 6e-3
-    dense_initial, dense_last = trained_rates("dense", 3.0)  # the dense twin ignores the scale
-    assert dense_initial == pytest.approx(2e-3) and dense_last == pytest.approx(last / 3)
-    config = reduced_config(tiny_blender, tmp_path / "bad", "eugen")
-    config.pipeline.model.eugen_lr_scale = 0.0
-    with pytest.raises(InputError, match="--pipeline.model.eugen-lr-scale must be a positive number, got 0.0"):
-        train(config)
 
 
 # ----------------------------------------------------------------------------- nerfstudio's own tools
@@ -400,10 +372,8 @@ def test_resuming_follows_the_learning_rate_flags(tiny_blender, tmp_path, reduce
     trainer = resumed.setup(local_rank=0, world_size=1)
     trainer.setup()
     (group,) = trainer.optimizers.optimizers["fields"].param_groups
-    # the next step (2) at its point of the new schedule: 1e-2 decaying to 1e-4 over 4 steps, half-way,
-    # times eugen-nerf's EUGen-twin scale
-    assert resumed.pipeline.model.eugen_lr_scale == 3.0
-    assert group["lr"] == pytest.approx(3.0 * 1e-2 * (1e-4 / 1e-2) ** 0.5)
+    # the next step (2) at its point of the new schedule: 1e-2 decaying to 1e-4 over 4 steps, half-way
+    assert group["lr"] == pytest.approx(1e-2 * (1e-4 / 1e-2) ** 0.5)
 
 
 def test_ns_train_checkpoint_mismatch_is_one_line(tiny_runs, tiny_blender, tmp_path, ns):

@@ -17,21 +17,16 @@ Differences from `nerfstudio.engine.trainer.Trainer`, all about not losing work:
   process builds the same model (the run's seed) and then samples its own rays (seed + rank), rank 0
   alone writes checkpoints (in the single-process layout, so every reader loads them), and a divergence
   in a training step of any process stops all of them with rank 0's one line.
-
-One difference is about training, not work: the EUGen twin's learning rates (every group's lr and its
-schedule's) are its flags' times `--pipeline.model.eugen-lr-scale`, so that a method can give its two twins
-their own best rates while one set of flags describes both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils import comms, profiler
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -134,27 +129,7 @@ class EUGenTrainer(Trainer):
             if warmup and warmup >= self.config.max_num_iterations > 0:
                 raise InputError(f"--optimizers.{name}.scheduler.warmup-steps {warmup} must be below "
                                  f"--max-num-iterations {self.config.max_num_iterations}")
-        scale = self.learning_rate_scale()
-        if scale != 1.0:
-            CONSOLE.print(f"EUGen twin: every learning rate is {scale:g}x its flag (--pipeline.model.eugen-lr-scale)")
-        return Optimizers(self.scaled_optimizer_configs(scale), self.pipeline.get_param_groups())
-
-    def learning_rate_scale(self) -> float:
-        """--pipeline.model.eugen-lr-scale for an EUGen twin, 1 for a dense twin or a model without it."""
-        model = self.config.pipeline.model
-        return float(getattr(model, "eugen_lr_scale", 1.0)) if getattr(model, "layer", "dense") == "eugen" else 1.0
-
-    def scaled_optimizer_configs(self, scale: float) -> dict[str, dict[str, Any]]:
-        """The optimizer flags with every absolute rate (lr, and the schedule's lr-final and warm-up start)
-        times `scale`; the flags themselves (config.yml) stay as given."""
-        scaled = {}
-        for name, entry in self.config.optimizers.items():
-            scheduler = entry.get("scheduler")
-            rates = {key: getattr(scheduler, key) * scale for key in ("lr_final", "lr_pre_warmup")
-                     if getattr(scheduler, key, None) is not None}
-            scaled[name] = {**entry, "optimizer": replace(entry["optimizer"], lr=entry["optimizer"].lr * scale),
-                            "scheduler": replace(scheduler, **rates) if rates else scheduler}
-        return scaled
+        return super().setup_optimizers()
 
     def checkpoint_state(self, step: int, copy: bool = False) -> dict[str, Any]:
         """What a checkpoint holds; with `copy`, detached from the tensors the next steps change."""
@@ -245,7 +220,7 @@ class EUGenTrainer(Trainer):
         nothing changes."""
         for name, optimizer in self.optimizers.optimizers.items():
             flags = self.config.optimizers[name]["optimizer"]
-            configured = flags.lr * self.learning_rate_scale()
+            configured = flags.lr
             scheduler = self.optimizers.schedulers.get(name)
             for index, group in enumerate(optimizer.param_groups):
                 group["initial_lr"] = configured
@@ -286,8 +261,6 @@ class EUGenTrainer(Trainer):
         processes are here and raise rank 0's line (it alone saves)."""
         lr_flags = ", ".join(f"--optimizers.{name}.optimizer.lr {self.config.optimizers[name]['optimizer'].lr:g}"
                              for name in self.optimizers.optimizers)  # the groups this model has
-        if self.learning_rate_scale() != 1.0:
-            lr_flags += f", each times --pipeline.model.eugen-lr-scale {self.learning_rate_scale():g}"
         saved = self.save_finite_copy()
         if saved is not None:
             kept = f"its last finite state was saved in {saved}"

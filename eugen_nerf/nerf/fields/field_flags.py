@@ -66,9 +66,6 @@ class EUGenFieldFlags:
     """An EUGen first view-head layer takes the direction through a dense term, y = A f(features) + B d + c."""
     eugen: EUGenConfig = field(default_factory=EUGenConfig)
     """The EUGen layers' order k, features m, feature map and projections."""
-    eugen_lr_scale: float = 1.0
-    """The EUGen twin trains with every learning rate of its flags (each group's lr and its schedule's) times
-    this; the dense twin with the flags as they are. The twins need not train best at the same rate."""
     base_mlp_num_layers: int = 8
     """Layers of the base (density) MLP."""
     base_mlp_layer_width: int = 256
@@ -104,8 +101,6 @@ class EUGenFieldFlags:
         check_flag_choice("--pipeline.model.dense-init", self.dense_init, DENSE_INITS)
         check_flag_choice("--pipeline.model.direction-spacing", self.direction_spacing, DIRECTION_SPACINGS)
         check_flag_choice("--pipeline.model.density-activation", self.density_activation, ("softplus", "exp"))
-        if not (math.isfinite(self.eugen_lr_scale) and self.eugen_lr_scale > 0):
-            raise InputError(f"--pipeline.model.eugen-lr-scale must be a positive number, got {self.eugen_lr_scale}")
         with flag_errors("--pipeline.model.eugen"):
             self.eugen.validate()
         self.base_layer_kinds()

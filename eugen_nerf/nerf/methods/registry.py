@@ -91,11 +91,11 @@ def method(name: str, description: str, dataparser, model, optimizers: dict, max
 
 # Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use the
 # preset `eugen train nerf-cpu` (configs/nerf-cpu.yml). nerf-pytorch's Blender recipe draws the first 500
-# steps' rays from the central half of each image (without it the dense twin can stay in the all-background
-# solution); the EUGen twin trains at 3x the dense twin's rate (docs/methods/eugen-nerf.md).
+# steps' rays from the central half of each image: without it the dense twin can stay in the
+# all-background solution (docs/methods/eugen-nerf.md).
 eugen_nerf = method(
     "eugen-nerf", "vanilla NeRF with EUGen layers in its field MLPs",
-    BlenderDataParserConfig(data=embedded_scene("blender")), EUGenNeRFModelConfig(eugen_lr_scale=3.0),
+    BlenderDataParserConfig(data=embedded_scene("blender")), EUGenNeRFModelConfig(),
     {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
     pixel_sampler=CenterCropPixelSamplerConfig(precrop_steps=500),
 )
