@@ -1,7 +1,7 @@
 """The EUGen layer: inputs and weights mapped apart by random features, meeting in one dot product.
 
     x+ = [x; 1 (optional); ||x||]                       (d_plus = d + 1 or d + 2 coordinates)
-    x+ <- x+ / sqrt(1 + ||x+||^2 / d_plus)              (soft normalisation, on by default)
+    x+ <- x+ / sqrt(r^2 + ||x+||^2 / d_plus)            (soft normalisation with floor r, on by default)
     order-i features  z_i = (G^i_1 x+) * ... * (G^i_i x+)   (element-wise; m features each)
     f(x) = Phi([z_1; ...; z_k])                         (F = k*m, or 2*k*m for trig)
     y = A f(x) + c                                      (c is the weight of the constant order-0 feature)
@@ -94,6 +94,10 @@ class EUGenLinear(nn.Module):
         soft_normalize: divide x+ by sqrt(1 + ||x+||^2 / d_plus): nearly the identity for inputs of
             mean square below 1, a vector of norm below sqrt(d_plus) for any input, so that stacked
             layers cannot grow as the degree-k^L polynomial they otherwise are (docs/eugen-math.md §6).
+        normalize_floor: r in the soft normalisation x+ / sqrt(r^2 + ||x+||^2 / d_plus). r = 1 leaves
+            small inputs as they are; a smaller r rescales inputs of mean square above r^2 to mean square
+            one (an RMS normalisation), so that the random features are O(1) whatever the scale of the
+            hidden vector (docs/eugen-math.md §6).
         constant_feature: also append a constant 1 to x (a bias inside the polynomial).
         trainable_projection: G is a parameter (else a fixed buffer).
         store_projection: save G in the state dict; False keeps only its seed and redraws G on load.
@@ -119,6 +123,7 @@ class EUGenLinear(nn.Module):
         bias: bool = True,
         norm_feature: bool = True,
         soft_normalize: bool = True,
+        normalize_floor: float = 1.0,
         constant_feature: bool = False,
         trainable_projection: bool = False,
         store_projection: bool = True,
@@ -143,6 +148,9 @@ class EUGenLinear(nn.Module):
             raise ValueError("store_projection=False needs a fixed projection (trainable_projection=False)")
         self.norm_feature = bool(norm_feature)
         self.soft_normalize = bool(soft_normalize)
+        if not (isinstance(normalize_floor, int | float) and math.isfinite(normalize_floor) and normalize_floor > 0):
+            raise ValueError(f"normalize_floor must be a positive finite number, got {normalize_floor!r}")
+        self.normalize_floor = float(normalize_floor)
         self.constant_feature = bool(constant_feature)
         self.trainable_projection = bool(trainable_projection)
         self.store_projection = bool(store_projection)
@@ -197,7 +205,7 @@ class EUGenLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"num_features={self.num_features}, order={self.order}, feature_map={self.feature_map}, "
             f"sampler={self.sampler}, bias={self.bias is not None}, norm_feature={self.norm_feature}, "
-            f"soft_normalize={self.soft_normalize}, "
+            f"soft_normalize={self.soft_normalize}, normalize_floor={self.normalize_floor}, "
             f"constant_feature={self.constant_feature}, trainable_projection={self.trainable_projection}, "
             f"linear_inputs={self.linear_inputs}"
         )
@@ -241,9 +249,9 @@ class EUGenLinear(nn.Module):
             # The norm coordinate as a rank-1 update instead of a concatenated column.
             projected = projected.addr_(norm, g[:, -1]) if in_place else torch.addr(projected, norm, g[:, -1])
         if self.soft_normalize:
-            # s = 1 / sqrt(1 + ||x+||^2 / d+), as a hypot so that a huge ||x|| gives a small s, not 0 * inf.
+            # s = 1 / sqrt(r^2 + ||x+||^2 / d+), as a hypot so that a huge ||x|| gives a small s, not 0 * inf.
             d_plus = self.augmented_features
-            floor = torch.full_like(norm, math.sqrt(1.0 + constant_square / d_plus))
+            floor = torch.full_like(norm, math.sqrt(self.normalize_floor**2 + constant_square / d_plus))
             scale = torch.hypot(floor, norm * math.sqrt(copies / d_plus)).reciprocal()  # [N]
             # G (s x+) = s (G x+): one scale per row after the GEMM, in bundled chains too.
             projected = projected.mul_(scale[:, None]) if in_place else projected * scale[:, None]

@@ -57,7 +57,9 @@ class EUGenConfig:
     norm_feature: bool = True
     """Append ||x|| to each layer's input (the EUGen x+)."""
     soft_normalize: bool = True
-    """Divide each layer's x+ by sqrt(1 + ||x+||^2 / d+), which keeps stacked layers bounded."""
+    """Divide each layer's x+ by sqrt(r^2 + ||x+||^2 / d+), which keeps stacked layers bounded."""
+    normalize_floor: float = 1.0
+    """r of the soft normalisation: 1 leaves small inputs as they are, smaller values rescale them to mean square 1."""
     constant_feature: bool = False
     """Append a constant 1 to each layer's input."""
     trainable_projection: bool = False
@@ -91,6 +93,7 @@ class EUGenConfig:
             sampler=self.sampler,
             norm_feature=self.norm_feature,
             soft_normalize=self.soft_normalize,
+            normalize_floor=self.normalize_floor,
             constant_feature=self.constant_feature,
             trainable_projection=self.trainable_projection,
             seed=None if self.seed is None else self.seed + index,

@@ -127,14 +127,14 @@ def test_special_cases_match_their_kernels(feature_map, order, kernel):
     assert abs(estimate - exact) <= 4 * stderr + 1e-12, (estimate, exact, stderr)
 
 
-@pytest.mark.parametrize("soft_normalize", [False, True])
-def test_low_rank_case_is_a_rank_m_linear_map(soft_normalize):
+@pytest.mark.parametrize(("soft_normalize", "floor"), [(False, 1.0), (True, 1.0), (True, 0.1)])
+def test_low_rank_case_is_a_rank_m_linear_map(soft_normalize, floor):
     layer = EUGenLinear(7, 5, num_features=3, order=1, seed=1, soft_normalize=soft_normalize,
-                        dtype=torch.float64).double()
+                        normalize_floor=floor, dtype=torch.float64).double()
     x = torch.randn(11, 7, dtype=torch.float64) * torch.logspace(-2, 3, 11, dtype=torch.float64)[:, None]
     x_plus = torch.cat([x, x.norm(dim=1, keepdim=True)], dim=1)
-    if soft_normalize:  # x+ / sqrt(1 + ||x+||^2 / d+), d+ = 8
-        x_plus = x_plus / (1 + x_plus.square().sum(dim=1, keepdim=True) / 8).sqrt()
+    if soft_normalize:  # x+ / sqrt(r^2 + ||x+||^2 / d+), d+ = 8
+        x_plus = x_plus / (floor**2 + x_plus.square().sum(dim=1, keepdim=True) / 8).sqrt()
     expected = x_plus @ (layer.weight @ layer.projection).t() + layer.bias
     assert torch.allclose(layer(x), expected, atol=1e-12)
     assert torch.linalg.matrix_rank(layer.weight @ layer.projection) == 3

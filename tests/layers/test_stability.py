@@ -9,11 +9,11 @@ import torch
 from eugen_nerf.layers import EUGenConfig, EUGenLinear, EUGenMLP
 
 
-def paper_field_mlp(soft_normalize: bool) -> EUGenMLP:
+def paper_field_mlp(soft_normalize: bool, floor: float = 1.0) -> EUGenMLP:
     """NeRF's 8x256 base MLP with a skip at 4, every layer EUGen (order 2, m = 16)."""
     torch.manual_seed(0)
     return EUGenMLP(63, 8, 256, skip_connections=(4,), layer_kinds="eugen",
-                    eugen=EUGenConfig(soft_normalize=soft_normalize))
+                    eugen=EUGenConfig(soft_normalize=soft_normalize, normalize_floor=floor))
 
 
 def largest_outputs(mlp: EUGenMLP, weight_scale: float) -> list[float]:
@@ -32,9 +32,10 @@ def largest_outputs(mlp: EUGenMLP, weight_scale: float) -> list[float]:
     return out
 
 
+@pytest.mark.parametrize("floor", [1.0, 0.1])
 @pytest.mark.parametrize("weight_scale", [1.0, 2.0])
-def test_deep_eugen_mlp_stays_bounded(weight_scale):
-    assert max(largest_outputs(paper_field_mlp(True), weight_scale)) < 1e3
+def test_deep_eugen_mlp_stays_bounded(weight_scale, floor):
+    assert max(largest_outputs(paper_field_mlp(True, floor), weight_scale)) < 1e3
 
 
 def test_the_raw_layer_overflows_where_the_default_does_not():
