@@ -26,6 +26,7 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa
 from nerfstudio.plugins.types import MethodSpecification  # noqa: E402
 
 from eugen_nerf.layers.eugen import NonFiniteInputError  # noqa: E402
+from eugen_nerf.layers.mlp import EUGenConfig  # noqa: E402
 from eugen_nerf.nerf.engine.datamanager import CenterCropPixelSamplerConfig, EUGenDataManagerConfig  # noqa: E402
 from eugen_nerf.nerf.engine.optimizers import AdamWithBetasConfig  # noqa: E402
 from eugen_nerf.nerf.engine.pipeline import EUGenPipelineConfig  # noqa: E402
@@ -92,10 +93,12 @@ def method(name: str, description: str, dataparser, model, optimizers: dict, max
 # Paper scale (NeRF: 1024 rays as nerfstudio's vanilla-nerf, 64 + 128 samples); on a CPU use the
 # preset `eugen train nerf-cpu` (configs/nerf-cpu.yml). nerf-pytorch's Blender recipe draws the first 500
 # steps' rays from the central half of each image: without it the dense twin can stay in the
-# all-background solution (docs/methods/eugen-nerf.md).
+# all-background solution (docs/methods/eugen-nerf.md). The seven-layer EUGen chain of the full field needs
+# m = 32 and trained projections to keep up with the dense field (docs/results/stable-layers.md).
 eugen_nerf = method(
     "eugen-nerf", "vanilla NeRF with EUGen layers in its field MLPs",
-    BlenderDataParserConfig(data=embedded_scene("blender")), EUGenNeRFModelConfig(),
+    BlenderDataParserConfig(data=embedded_scene("blender")),
+    EUGenNeRFModelConfig(eugen=EUGenConfig(num_features=32, trainable_projection=True)),
     {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
     pixel_sampler=CenterCropPixelSamplerConfig(precrop_steps=500),
 )
