@@ -281,10 +281,10 @@ def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
     # nerf-pytorch's central crop is eugen-nerf's default; the CPU preset measured its twins without it
     assert build_config(preset, []).pipeline.datamanager.pixel_sampler.precrop_steps == 0
     assert build_config(load_preset("nerf-paper"), []).pipeline.datamanager.pixel_sampler.precrop_steps == 500
-    # the full field's EUGen layers: m = 32, trained projections; the CPU preset keeps m = 16, fixed G
+    # the full field's EUGen layers train their projections; the CPU preset keeps a fixed G
     paper = build_config(load_preset("nerf-paper"), []).pipeline.model.eugen
     cpu = build_config(preset, []).pipeline.model.eugen
-    assert (paper.num_features, paper.trainable_projection) == (32, True)
+    assert (paper.num_features, paper.trainable_projection) == (16, True)
     assert (cpu.num_features, cpu.trainable_projection) == (16, False)
     bad = tmp_path / "bad.yml"
     bad.write_text("method: eugen-nerf\ntwin-flags: {sparse: {max-num-iterations: 3}}\n")

@@ -94,11 +94,11 @@ def method(name: str, description: str, dataparser, model, optimizers: dict, max
 # preset `eugen train nerf-cpu` (configs/nerf-cpu.yml). nerf-pytorch's Blender recipe draws the first 500
 # steps' rays from the central half of each image: without it the dense twin can stay in the
 # all-background solution (docs/methods/eugen-nerf.md). The seven-layer EUGen chain of the full field needs
-# m = 32 and trained projections to keep up with the dense field (docs/results/stable-layers.md).
+# trained projections to keep up with the dense field (docs/results/stable-layers.md).
 eugen_nerf = method(
     "eugen-nerf", "vanilla NeRF with EUGen layers in its field MLPs",
     BlenderDataParserConfig(data=embedded_scene("blender")),
-    EUGenNeRFModelConfig(eugen=EUGenConfig(num_features=32, trainable_projection=True)),
+    EUGenNeRFModelConfig(eugen=EUGenConfig(trainable_projection=True)),
     {"fields": adam_with_decay(), "temporal_distortion": adam_with_decay()},
     pixel_sampler=CenterCropPixelSamplerConfig(precrop_steps=500),
 )
