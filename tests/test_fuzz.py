@@ -216,6 +216,12 @@ def eugen_order_zero(ws, here):
 
 
 @case
+def eugen_normalize_floor_zero(ws, here):
+    return Case(ns_train(here, ws.blender, "--pipeline.model.eugen.normalize-floor", "0"),
+                "--pipeline.model.eugen: normalize_floor must be a positive finite number, got 0.0")
+
+
+@case
 def unknown_preset(ws, here):
     return Case(["eugen", "train", "no-such-preset"], "no-such-preset")
 

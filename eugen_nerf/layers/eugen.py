@@ -42,6 +42,12 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_positive_finite(name: str, value: object) -> float:
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -148,9 +154,7 @@ class EUGenLinear(nn.Module):
             raise ValueError("store_projection=False needs a fixed projection (trainable_projection=False)")
         self.norm_feature = bool(norm_feature)
         self.soft_normalize = bool(soft_normalize)
-        if not (isinstance(normalize_floor, int | float) and math.isfinite(normalize_floor) and normalize_floor > 0):
-            raise ValueError(f"normalize_floor must be a positive finite number, got {normalize_floor!r}")
-        self.normalize_floor = float(normalize_floor)
+        self.normalize_floor = check_positive_finite("normalize_floor", normalize_floor)
         self.constant_feature = bool(constant_feature)
         self.trainable_projection = bool(trainable_projection)
         self.store_projection = bool(store_projection)
@@ -158,9 +162,7 @@ class EUGenLinear(nn.Module):
         self.augmented_features = self.mixed_features + int(self.constant_feature) + int(self.norm_feature)
         if projection_scale is None:
             projection_scale = 1.0 / math.sqrt(self.augmented_features)
-        if not (isinstance(projection_scale, int | float) and math.isfinite(projection_scale) and projection_scale > 0):
-            raise ValueError(f"projection_scale must be a positive finite number, got {projection_scale!r}")
-        self.projection_scale = float(projection_scale)
+        self.projection_scale = check_positive_finite("projection_scale", projection_scale)
         self.check_finite = True  # cheap: looks at one projected column, not the whole input
 
         if seed is None:

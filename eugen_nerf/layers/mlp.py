@@ -29,6 +29,7 @@ from eugen_nerf.layers.eugen import (
     EUGenLinear,
     check_choice,
     check_feature_map_order,
+    check_positive_finite,
     check_positive_int,
 )
 from eugen_nerf.layers.factored import Factored, Piece, factored_linear, factored_width, linear_on_pieces, piece_width
@@ -70,6 +71,7 @@ class EUGenConfig:
     def validate(self) -> None:
         check_positive_int("order", self.order)
         check_positive_int("num_features", self.num_features)
+        check_positive_finite("normalize_floor", self.normalize_floor)
         check_choice("feature_map", self.feature_map, FEATURE_MAPS)
         check_choice("sampler", self.sampler, SAMPLERS)
         check_feature_map_order(self.feature_map, self.order)

@@ -280,9 +280,10 @@ def test_preset_twin_flags_follow_the_layer_flag(tmp_path):
     assert lr("--optimizers.fields.optimizer.lr", "0.01") == 0.01  # the command line still wins
     # nerf-pytorch's central crop is eugen-nerf's default; the CPU preset measured its twins without it
     assert build_config(preset, []).pipeline.datamanager.pixel_sampler.precrop_steps == 0
-    assert build_config(load_preset("nerf-paper"), []).pipeline.datamanager.pixel_sampler.precrop_steps == 500
+    paper_config = build_config(load_preset("nerf-paper"), [])
+    assert paper_config.pipeline.datamanager.pixel_sampler.precrop_steps == 500
     # the full field's EUGen layers train their projections; the CPU preset keeps a fixed G
-    paper = build_config(load_preset("nerf-paper"), []).pipeline.model.eugen
+    paper = paper_config.pipeline.model.eugen
     cpu = build_config(preset, []).pipeline.model.eugen
     assert (paper.num_features, paper.trainable_projection) == (16, True)
     assert (cpu.num_features, cpu.trainable_projection) == (16, False)
