@@ -81,6 +81,8 @@ class IsdfDistill:
     weights: ClassVar[str] = "uniform"
     density_floor: ClassVar[None] = None
     refine_steps: ClassVar[int] = 0
+    target_metric: ClassVar[str] = "identity"
+    quadratic_basis: ClassVar[int] = 24
 
     def run(self) -> dict:
         from eugen_nerf.nerf.commands.distill_run import copy_matching_weights, fit_module

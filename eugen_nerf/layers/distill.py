@@ -139,7 +139,7 @@ def _assign(layer: nn.Module, solution: Tensor) -> None:
 
 
 def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-6, floor: float | None = None,
-               iterations: int = 10) -> DistillReport:
+               iterations: int = 30) -> DistillReport:
     """Refit a dense `nn.Linear` in closed form to (inputs, targets[, point weights]) pairs, in place:
     the read-out of a distilled student (targets: the teacher's pre-activation outputs, inputs: the
     student's own).
@@ -182,13 +182,13 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
 
     initial = _stacked(layer)
     before = one_sided(initial)
-    bounds = targets.clamp_min(floor)
-    for _ in range(iterations):
-        equations.cross = weighted @ bounds
-        current = equations.solve(ridge)
-        bounds = torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
-    if one_sided(current) > before:  # the layer's own weights were already better: keep them
+    equations.cross = weighted @ targets.clamp_min(floor)
+    current = equations.solve(ridge)  # the plain least squares to the targets clamped at the floor
+    if one_sided(current) > before:  # the layer's own weights are the better start
         current = initial
+    for _ in range(iterations):  # each solve lowers the one-sided loss of the one before
+        equations.cross = weighted @ torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
+        current = equations.solve(ridge)
     _assign(layer, current)
     # the error reported is the one-sided one: below the floor only an output above it counts
     return DistillReport(one_sided(current), len(design), time.perf_counter() - start, initial_relative_error=before)
@@ -205,6 +205,8 @@ def distill_linear(
     projection: str = "random",
     emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
     emphasis_weight: float = 1.0,
+    target_metric: Tensor | None = None,
+    quadratic_basis: int = 24,
 ) -> DistillReport:
     """Fit `student.weight` and `student.bias` to the teacher's outputs in closed form, in place.
 
@@ -221,6 +223,9 @@ def distill_linear(
             raw density), one row per input row of the batches in order, or a map of the targets to
             them (e.g. the density head).
         emphasis_weight: the emphasis columns together weigh this many times all targets together.
+        target_metric: with "fitted", an (l, r) factor S: the projections are chosen for the targets Y S,
+            i.e. to fit the targets in the metric S S^T (e.g. how much each direction of the layer's
+            output moves what reaches the pixels) instead of the Euclidean one.
     """
     if not isinstance(student, EUGenLinear):
         raise ValueError(f"student must be an EUGenLinear, got {type(student).__name__}")
@@ -240,7 +245,8 @@ def distill_linear(
     if projection == "fitted":  # the data is read twice: once for G, once for A
         cached = [_split(batch, teacher) for batch in (batches() if callable(batches) else batches)]
         with torch.no_grad():
-            chosen = fitted_projection(student, cached, emphasis, emphasis_weight=emphasis_weight)
+            chosen = fitted_projection(student, cached, emphasis, emphasis_weight=emphasis_weight,
+                                       target_metric=target_metric, quadratic_basis=quadratic_basis)
             student.projection.copy_(chosen.to(student.projection))
         batches = (lambda: iter(cached)) if callable(batches) else cached  # (inputs, targets, weights or None)
         teacher = None
@@ -266,6 +272,7 @@ def fitted_projection(
     emphasis: Tensor | Callable[[Tensor], Tensor] | None = None,
     *,
     emphasis_weight: float = 1.0,
+    target_metric: Tensor | None = None,
     max_points: int = 65_536,
     quadratic_basis: int = 24,
     seed: int = 0,
@@ -293,9 +300,13 @@ def fitted_projection(
     # the point-sized products run in float32 (they only choose directions); the small systems in float64
     augmented = layer.augmented_input(inputs.to(device, torch.float32))
     targets = targets.to(device, torch.float32)
+    extra = None
     if emphasis is not None:
         extra = (emphasis if torch.is_tensor(emphasis) else emphasis(targets.to(inputs.dtype)))
         extra = extra.to(device, torch.float32).reshape(len(targets), -1)
+    if target_metric is not None:
+        targets = targets @ target_metric.to(device, torch.float32)
+    if extra is not None:
         scale = (emphasis_weight * targets.var(0).sum() / extra.var(0).sum().clamp_min(1e-30)).sqrt()
         targets = torch.cat([targets, extra * scale], dim=1)
     weights = weights.to(device, torch.float32)

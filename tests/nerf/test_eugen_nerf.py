@@ -70,6 +70,33 @@ def test_eugen_field_folded_heads_equal_layer_by_layer():
     assert field_parameter_count(model) < field_parameter_count(make_model(layer="dense")) / 3
 
 
+def test_downstream_metric_spans_what_the_heads_read():
+    from types import SimpleNamespace
+
+    from eugen_nerf.nerf.commands.distill_run import downstream_metric
+
+    torch.manual_seed(0)
+    field = make_model(layer="dense", base_mlp_num_layers=4, base_mlp_layer_width=64, head_mlp_num_layers=1,
+                       head_mlp_layer_width=32, skip_connections=(2,)).field_fine
+    samples = random_ray_samples(64, AABB, torch.device("cpu")).reshape(-1)
+    settings = SimpleNamespace(metric_mix=0.0, chunk=100)  # several chunks
+    # the view head's last layer feeds only the RGB head, a linear map: its metric lies in that map's 3 rows
+    head = downstream_metric(field, samples, "mlp_head.layers.0", None, settings)
+    metric = (head @ head.t()).double()
+    rows = torch.linalg.qr(field.field_heads[0].net.weight.detach().t().double()).Q  # [32, 3]
+    assert abs(float(metric.trace()) - 1) < 1e-4
+    assert float((metric - rows @ rows.t() @ metric @ rows @ rows.t()).norm()) < 1e-4
+    # the last base layer: half of the metric is the density head's one row (a linear read-out)
+    base = downstream_metric(field, samples, "mlp_base.layers.3", None, settings)
+    density_row = field.field_output_density.net.weight.detach().reshape(-1).double()
+    density_row = density_row / density_row.norm()
+    assert float(density_row @ (base @ base.t()).double() @ density_row) > 0.5 - 1e-4
+    # the mix adds the identity's share
+    mixed = downstream_metric(field, samples, "mlp_head.layers.0", None, SimpleNamespace(metric_mix=0.5, chunk=100))
+    expected = 0.5 * metric + 0.5 * torch.eye(32, dtype=torch.float64) / 32
+    torch.testing.assert_close((mixed @ mixed.t()).double(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_checkpoint_of_other_layer_type_is_one_line_error():
     eugen, dense = make_model(layer="eugen"), make_model(layer="dense")
     with pytest.raises(InputError, match="only dense layers") as error:
@@ -522,6 +549,12 @@ def test_distill_fitting_variants_write_runs_and_refuse_bad_choices(tiny_runs, t
         Distill(load_config=tiny_runs["dense"], empty_weight=2.0).run()
     with pytest.raises(InputError, match="--floor-weight must be a finite number >= 0, got -1"):
         Distill(load_config=tiny_runs["dense"], floor_weight=-1.0).run()
+    with pytest.raises(InputError, match="--target-metric must be downstream or identity, got 'pixels'"):
+        Distill(load_config=tiny_runs["dense"], target_metric="pixels").run()
+    with pytest.raises(InputError, match="--metric-mix must be in"):
+        Distill(load_config=tiny_runs["dense"], metric_mix=1.5).run()
+    with pytest.raises(InputError, match="--quadratic-basis must be positive"):
+        Distill(load_config=tiny_runs["dense"], quadratic_basis=0).run()
 
 
 def test_distill_floor_weight_keeps_left_out_points_in_the_density_readout(tiny_runs, tmp_path):

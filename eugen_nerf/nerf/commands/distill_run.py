@@ -193,7 +193,6 @@ def activation_after(module, name: str):
     return mlp.activation if int(index) < len(mlp.layers) - 1 else mlp.out_activation
 
 
-@torch.no_grad()
 def trace(module, samples) -> None:
     """Run a NeRF field (this package's or nerfstudio's) or a proposal MLP on RaySamples, a deformation
     network on (N, 4) positions and times, or an SDF network on (N, 3) points, calling each of its
@@ -295,6 +294,81 @@ def emphasis_of(student_module, teacher_module, name: str, distill: Distill):
     return lambda targets: head(targets) if floor is None else (head(targets) + shift).clamp_min(floor)
 
 
+class _Perturbed(nn.Module):
+    """An activation that adds `delta` to its output at its `at`-th call (a gradient probe)."""
+
+    def __init__(self, activation: nn.Module | None, at: int) -> None:
+        super().__init__()
+        self.activation, self.at, self.calls, self.delta = activation, at, 0, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x if self.activation is None else self.activation(x)
+        if self.calls == self.at:
+            self.delta = torch.zeros_like(y, requires_grad=True)
+            y = y + self.delta
+        self.calls += 1
+        return y
+
+
+def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor | None, distill: Distill,
+                      max_points: int = 16_384) -> torch.Tensor | None:
+    """A factor S (S S^T = the metric, [l, l]) in which to fit layer `name`'s output (docs/eugen-math.md §3,
+    "Downstream metric"): sum over fitting points of w J^T J, J the teacher's raw density and colour
+    (sigmoid of the logits) by that output, each part scaled to trace 1, mixed with the identity
+    (--metric-mix); None for a deformation or SDF network."""
+    readout = density_readout(teacher_module)
+    if readout is None:
+        return None
+    heads = {"density": readout[0]} | ({} if is_proposal(teacher_module) else {"rgb": "field_heads.0.net"})
+    prefix, _, index = name.rpartition(".layers.")
+    mlp = teacher_module.get_submodule(prefix)
+    # the layer's output after its activation: the MLP's activation at its index-th call, or its out_activation
+    slot, call = ("activation", int(index)) if int(index) < len(mlp.layers) - 1 else ("out_activation", 0)
+    original = getattr(mlp, slot)
+    flat = samples if torch.is_tensor(samples) else samples.reshape(-1)
+    picked = torch.arange(0, len(flat), max(1, len(flat) // max_points))[:max_points]
+    point_weights = torch.ones(len(flat)) if weights is None else weights.reshape(-1).cpu()
+    outputs: dict[str, torch.Tensor] = {}
+    hooks = [teacher_module.get_submodule(path).register_forward_hook(
+        lambda _module, _args, out, key=key: outputs.__setitem__(key, out)) for key, path in heads.items()]
+    metrics: dict[str, torch.Tensor] = {}
+    try:
+        for start in range(0, len(picked), distill.chunk):
+            rows = picked[start : start + distill.chunk]
+            probe = _Perturbed(original, call)
+            setattr(mlp, slot, probe)
+            with torch.enable_grad():
+                trace(teacher_module, flat[rows.to(flat.device) if torch.is_tensor(flat) else rows])
+                root = point_weights[rows].to(probe.delta).sqrt()[:, None]
+                for key, out in outputs.items():
+                    # colour, not logits: a saturated logit's error does not show
+                    colour = torch.sigmoid(out.detach())
+                    scale = colour * (1 - colour) if key == "rgb" else torch.ones_like(colour)
+                    for channel in range(out.shape[-1]):
+                        (gradient,) = torch.autograd.grad(out[..., channel].sum(), probe.delta, retain_graph=True,
+                                                          allow_unused=True)
+                        if gradient is None:  # a view-head layer does not move the density
+                            continue
+                        gradient = gradient.reshape(len(rows), -1) * scale[..., channel].reshape(-1, 1)
+                        gradient = (gradient * root).double()
+                        metrics[key] = metrics.get(key, 0) + gradient.t() @ gradient
+            setattr(mlp, slot, original)
+    finally:
+        setattr(mlp, slot, original)
+        for hook in hooks:
+            hook.remove()
+    parts = [metric / metric.trace() for metric in metrics.values() if float(metric.trace()) > 0]
+    return _metric_factor(sum(parts) / len(parts), distill.metric_mix) if parts else None
+
+
+def _metric_factor(metric: torch.Tensor, mix: float) -> torch.Tensor:
+    """S with S S^T = the metric (trace 1) mixed with the identity (trace 1) in the share `mix`."""
+    size = len(metric)
+    metric = (1 - mix) * metric + mix * torch.eye(size, dtype=metric.dtype) / size
+    values, vectors = torch.linalg.eigh(metric)
+    return ((vectors * values.clamp_min(0).sqrt()) @ vectors.t()).float()
+
+
 def fit_pairs(student_field, teacher_field, samples, name: str, chunk: int, targets: str,
               weights: torch.Tensor | None = None):
     """(student input, teacher target[, point weight]) of layer `name`, chunk by chunk; an EUGen layer's
@@ -339,8 +413,12 @@ def fit_module(student_module, teacher_module, samples, distill: Distill, weight
                 if refine:  # refinement reads the pairs once per epoch: trace them once
                     cached = list(pairs())
                     pairs = lambda cached=cached: iter(cached)  # noqa: E731
+                metric = None
+                if distill.target_metric != "identity" and distill.projection_kind() == "fitted":
+                    metric = downstream_metric(teacher_module, samples, name, layer_weights, distill)
                 report = distill_linear(layer, pairs if refine else pairs(), ridge=distill.ridge, refine_steps=refine,
-                                        projection=distill.projection_kind(),
+                                        projection=distill.projection_kind(), target_metric=metric,
+                                        quadratic_basis=distill.quadratic_basis,
                                         emphasis=emphasis_of(student_module, teacher_module, name, distill),
                                         emphasis_weight=distill.emphasis_weight)
             elif distill.targets == "teacher":  # against the teacher layer on the student's input it is exact
@@ -405,6 +483,15 @@ class Distill:
     emphasis_weight: float = 1.0
     """With --projections fitted: how much the head's outputs (raw density, RGB logits, offsets) weigh in
     choosing the last projections before each head, relative to that layer's own activation."""
+    target_metric: str = "downstream"
+    """identity | downstream: with fitted projections, choose each EUGen layer's projections to fit its
+    activation in the Euclidean metric, or in the metric of how much each of its directions moves the
+    teacher's raw density and colour (docs/eugen-math.md §3)."""
+    quadratic_basis: int = 16
+    """With fitted projections: the order-2 projections are chosen in the span of this many principal
+    directions of each layer's input."""
+    metric_mix: float = 0.1
+    """With --target-metric downstream: the share of the identity in the metric."""
     active_above: float = -10.0
     """With --weights active: raw density (before the softplus) above which a point weighs 1."""
     empty_weight: float = 0.0
@@ -444,6 +531,11 @@ class Distill:
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
         check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
         check_flag_choice("--projections", self.projections, ("auto", "fitted", "random"))
+        check_flag_choice("--target-metric", self.target_metric, ("downstream", "identity"))
+        if not 0 <= self.metric_mix <= 1:
+            raise InputError(f"--metric-mix must be in [0, 1], got {self.metric_mix}")
+        if self.quadratic_basis <= 0:
+            raise InputError(f"--quadratic-basis must be positive, got {self.quadratic_basis}")
         for flag, value in (("--active-above", self.active_above), ("--density-floor", self.density_floor)):
             if value is not None and not math.isfinite(value):
                 raise InputError(f"{flag} must be a finite number, got {value}")
