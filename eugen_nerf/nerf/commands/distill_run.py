@@ -511,8 +511,9 @@ class Distill:
     finetune_rays: int = 128
     """Rays per fine-tuning step."""
     finetune_lr: float = 3e-3
-    """Adam learning rate of the fine-tuning, reached after a warm-up over the first tenth of its steps and
-    decayed 10x over them (eugen-nerf's CPU preset: 3e-3)."""
+    """Adam learning rate of the fine-tuning's fields, reached after a warm-up over the first tenth of its
+    steps and decayed 10x over them (eugen-nerf's CPU preset: 3e-3); the run's other parameter groups
+    (a D-NeRF's deformation, proposal MLPs) keep their rates relative to the fields'."""
     seed: int = 0
     """Seed of the rays and of the random projections."""
     chunk: int = 65_536
@@ -583,8 +584,13 @@ class Distill:
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
+            # each parameter group keeps its rate relative to the fields' in the run's optimizers (a D-NeRF's
+            # deformation MLP trains slower than its fields)
+            rates = {name: spec["optimizer"].lr for name, spec in config.optimizers.items()}
+            relative = {name: rate / rates["fields"] for name, rate in rates.items()} if "fields" in rates else None
             finetune_losses = finetune(student.model, teacher.datamanager.train_dataset, self.finetune_steps,
-                                       self.finetune_rays, self.finetune_lr, torch.Generator().manual_seed(self.seed))
+                                       self.finetune_rays, self.finetune_lr, torch.Generator().manual_seed(self.seed),
+                                       relative)
         seconds = time.perf_counter() - started
         write_run(config, student, step, output)
         results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
@@ -597,17 +603,19 @@ class Distill:
         return results
 
 
-def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator) -> list[float]:
+def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator,
+             relative_rates: dict[str, float] | None = None) -> list[float]:
     """Train every parameter of `model` on random pixels of `dataset`'s images with the model's own
-    losses (Adam, learning rate warmed up over the first tenth of the steps and decayed 10x); returns
-    the loss of each step."""
+    losses (Adam, learning rate warmed up over the first tenth of the steps and decayed 10x); each of the
+    model's parameter groups at `lr` times its entry in `relative_rates` (1 if absent); returns the loss
+    of each step."""
     cameras = dataset.cameras.to(model.device)
     images = [dataset.get_image_float32(index) for index in range(len(dataset))]
     height, width = images[0].shape[:2]
     if any(image.shape[:2] != (height, width) for image in images):
         raise InputError("--finetune-steps needs training images of one size")
     stacked = torch.stack(images)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    optimizer = finetune_optimizer(model, lr, relative_rates or {})
     # a linear warm-up over the first tenth: a closed-form student balances large weights against each
     # other, and Adam's first full-rate steps (every weight moved by the rate at once) undo that balance
     warmup, decay = max(1, steps // 10), 0.1 ** (1 / max(steps, 1))
@@ -635,6 +643,17 @@ def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generato
         losses.append(float(loss))
     model.eval()
     return losses
+
+
+def finetune_optimizer(model, lr: float, relative_rates: dict[str, float]) -> torch.optim.Adam:
+    """Adam over every trainable parameter: each of the model's parameter groups (get_param_groups) at
+    `lr` times its relative rate (1 if absent), parameters in no group at `lr`."""
+    groups = [{"params": [p for p in params if p.requires_grad], "lr": lr * relative_rates.get(name, 1.0)}
+              for name, params in model.get_param_groups().items()]
+    grouped = {id(p) for group in groups for p in group["params"]}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in grouped]
+    return torch.optim.Adam([group for group in groups if group["params"]] + ([{"params": rest}] if rest else []),
+                            lr=lr)
 
 
 def copy_matching_weights(teacher: nn.Module, student: nn.Module) -> int:
