@@ -146,8 +146,9 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
 
     With a `floor`, a target below it only asks the output to stay below it too (a one-sided least
     squares: a raw density of -60 and one of -6 both mean empty space, and fitting them exactly would
-    spend the fit on them): `iterations` least-squares solves, each with those targets moved to
-    min(current output, floor), which lowers the one-sided loss at every solve."""
+    spend the fit on them): from the better of the least squares to the clamped targets and the layer's
+    own weights, `iterations` least-squares solves, each with those targets moved to min(current output,
+    floor), which lowers the one-sided loss at every solve."""
     if not isinstance(layer, nn.Linear):
         raise ValueError(f"layer must be an nn.Linear, got {type(layer).__name__}")
     start = time.perf_counter()
@@ -189,6 +190,8 @@ def fit_linear(layer: nn.Linear, batches: Iterable[Batch], *, ridge: float = 1e-
     for _ in range(iterations):  # each solve lowers the one-sided loss of the one before
         equations.cross = weighted @ torch.where(targets > floor, targets, (design @ current).clamp_max(floor))
         current = equations.solve(ridge)
+    if one_sided(current) > before:  # with a ridge the solves lower the penalised loss, not quite this one
+        current = initial
     _assign(layer, current)
     # the error reported is the one-sided one: below the floor only an output above it counts
     return DistillReport(one_sided(current), len(design), time.perf_counter() - start, initial_relative_error=before)

@@ -79,7 +79,7 @@ def test_downstream_metric_spans_what_the_heads_read():
     field = make_model(layer="dense", base_mlp_num_layers=4, base_mlp_layer_width=64, head_mlp_num_layers=1,
                        head_mlp_layer_width=32, skip_connections=(2,)).field_fine
     samples = random_ray_samples(64, AABB, torch.device("cpu")).reshape(-1)
-    settings = SimpleNamespace(metric_mix=0.0, chunk=100)  # several chunks
+    settings = SimpleNamespace(metric_mix=0.0, chunk=100, seed=0)  # several chunks
     # the view head's last layer feeds only the RGB head, a linear map: its metric lies in that map's 3 rows
     head = downstream_metric(field, samples, "mlp_head.layers.0", None, settings)
     metric = (head @ head.t()).double()
@@ -92,9 +92,44 @@ def test_downstream_metric_spans_what_the_heads_read():
     density_row = density_row / density_row.norm()
     assert float(density_row @ (base @ base.t()).double() @ density_row) > 0.5 - 1e-4
     # the mix adds the identity's share
-    mixed = downstream_metric(field, samples, "mlp_head.layers.0", None, SimpleNamespace(metric_mix=0.5, chunk=100))
+    settings.metric_mix = 0.5
+    mixed = downstream_metric(field, samples, "mlp_head.layers.0", None, settings)
     expected = 0.5 * metric + 0.5 * torch.eye(32, dtype=torch.float64) / 32
     torch.testing.assert_close((mixed @ mixed.t()).double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_downstream_metric_of_a_hidden_layer_matches_a_probe_on_the_next_layers_input():
+    from types import SimpleNamespace
+
+    from eugen_nerf.nerf.commands.distill_run import downstream_metric, trace
+
+    torch.manual_seed(0)
+    field = make_model(layer="dense", base_mlp_num_layers=4, base_mlp_layer_width=64, head_mlp_num_layers=1,
+                       head_mlp_layer_width=32, skip_connections=(2,)).field_fine.double()
+    samples = random_ray_samples(16, AABB, torch.device("cpu")).reshape(-1)
+    samples.frustums.origins, samples.frustums.directions = (samples.frustums.origins.double(),
+                                                             samples.frustums.directions.double())
+    samples.frustums.starts, samples.frustums.ends = samples.frustums.starts.double(), samples.frustums.ends.double()
+    factor = downstream_metric(field, samples, "mlp_base.layers.1", None, SimpleNamespace(metric_mix=0.0, chunk=10_000,
+                                                                                         seed=0))
+    # the same Jacobians from another place: layer 1's output is the last 64 columns of the skip layer's input
+    delta = torch.zeros(len(samples), 64, dtype=torch.float64, requires_grad=True)
+    hook = field.mlp_base.layers[2].register_forward_pre_hook(
+        lambda _module, args: (torch.cat([args[0][:, :-64], args[0][:, -64:] + delta], -1),))
+    outputs = {}
+    hooks = [field.field_output_density.net.register_forward_hook(lambda _m, _a, out: outputs.__setitem__("d", out)),
+             field.field_heads[0].net.register_forward_hook(lambda _m, _a, out: outputs.__setitem__("c", out))]
+    trace(field, samples)
+    for handle in [hook, *hooks]:
+        handle.remove()
+    parts = []
+    for key, out in outputs.items():
+        scale = torch.sigmoid(out) * (1 - torch.sigmoid(out)) if key == "c" else torch.ones_like(out)
+        rows = [torch.autograd.grad(out[:, c].sum(), delta, retain_graph=True)[0] * scale[:, c:c + 1].detach()
+                for c in range(out.shape[1])]
+        metric = sum(r.t() @ r for r in rows)
+        parts.append(metric / metric.trace())
+    torch.testing.assert_close((factor @ factor.t()).double(), (parts[0] + parts[1]) / 2, rtol=1e-3, atol=1e-5)
 
 
 def test_checkpoint_of_other_layer_type_is_one_line_error():

@@ -326,19 +326,25 @@ def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor 
     slot, call = ("activation", int(index)) if int(index) < len(mlp.layers) - 1 else ("out_activation", 0)
     original = getattr(mlp, slot)
     flat = samples if torch.is_tensor(samples) else samples.reshape(-1)
-    picked = torch.arange(0, len(flat), max(1, len(flat) // max_points))[:max_points]
     point_weights = torch.ones(len(flat)) if weights is None else weights.reshape(-1).cpu()
+    # a seeded random subset of the points that weigh anything (a stride could alias with the samples per ray)
+    counted = torch.nonzero(point_weights > 0).reshape(-1)
+    picked = counted[torch.randperm(len(counted), generator=torch.Generator().manual_seed(distill.seed))[:max_points]]
     outputs: dict[str, torch.Tensor] = {}
-    hooks = [teacher_module.get_submodule(path).register_forward_hook(
-        lambda _module, _args, out, key=key: outputs.__setitem__(key, out)) for key, path in heads.items()]
     metrics: dict[str, torch.Tensor] = {}
+    hooks = []
     try:
+        for key, path in heads.items():
+            hooks.append(teacher_module.get_submodule(path).register_forward_hook(
+                lambda _module, _args, out, key=key: outputs.__setitem__(key, out)))
         for start in range(0, len(picked), distill.chunk):
             rows = picked[start : start + distill.chunk]
             probe = _Perturbed(original, call)
             setattr(mlp, slot, probe)
             with torch.enable_grad():
                 trace(teacher_module, flat[rows.to(flat.device) if torch.is_tensor(flat) else rows])
+                if probe.delta is None:
+                    raise RuntimeError(f"{name}: the teacher's MLP did not call its {slot} for this layer")
                 root = point_weights[rows].to(probe.delta).sqrt()[:, None]
                 for key, out in outputs.items():
                     # colour, not logits: a saturated logit's error does not show
@@ -364,7 +370,7 @@ def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor 
 def _metric_factor(metric: torch.Tensor, mix: float) -> torch.Tensor:
     """S with S S^T = the metric (trace 1) mixed with the identity (trace 1) in the share `mix`."""
     size = len(metric)
-    metric = (1 - mix) * metric + mix * torch.eye(size, dtype=metric.dtype) / size
+    metric = (1 - mix) * metric + mix * torch.eye(size, dtype=metric.dtype, device=metric.device) / size
     values, vectors = torch.linalg.eigh(metric)
     return ((vectors * values.clamp_min(0).sqrt()) @ vectors.t()).float()
 
