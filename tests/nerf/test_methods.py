@@ -446,7 +446,12 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
     from nerfstudio.utils.eval_utils import eval_setup
 
     from eugen_nerf.layers.eugen import EUGenLinear
-    from eugen_nerf.nerf.commands.distill_run import Distill, finetune_optimizer
+    from eugen_nerf.nerf.commands.distill_run import (
+        Distill,
+        finetune_optimizer,
+        load_teacher_config,
+        rates_relative_to_fields,
+    )
 
     results = Distill(load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16).run()
     student = Path(results["student"])
@@ -459,6 +464,9 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     layers = pipeline.model.temporal_distortion.mlp_deform.layers
     assert isinstance(layers[1], EUGenLinear) and not isinstance(layers[0], EUGenLinear)
+    # the run's optimizers name the model's parameter groups, so their rate ratios reach the fine-tuning
+    rates = rates_relative_to_fields(load_teacher_config(method_runs["eugen_dnerf", "dense"]).optimizers)
+    assert rates["fields"] == 1.0 and set(pipeline.model.get_param_groups()) <= set(rates)
     # fine-tuning keeps the run's rate ratio: the deformation network at a quarter of the fields' rate
     optimizer = finetune_optimizer(pipeline.model, 3e-3, {"fields": 1.0, "temporal_distortion": 0.25})
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

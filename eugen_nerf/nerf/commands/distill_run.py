@@ -184,13 +184,21 @@ def fit_points(module) -> list[str]:
     return names[first:]
 
 
-def activation_after(module, name: str):
-    """The activation a network applies to the output of its MLP layer `name` (None for a head)."""
+def activation_slot(module, name: str) -> tuple[nn.Module, str, int] | None:
+    """Where the activation after MLP layer `name` lives: (its MLP, the attribute holding it, which call
+    of it follows this layer): `activation` at the layer's index-th call, or the last layer's
+    `out_activation`; None for a head."""
     prefix, _, index = name.rpartition(".layers.")
     if not index.isdigit():
         return None
     mlp = module.get_submodule(prefix)
-    return mlp.activation if int(index) < len(mlp.layers) - 1 else mlp.out_activation
+    return (mlp, "activation", int(index)) if int(index) < len(mlp.layers) - 1 else (mlp, "out_activation", 0)
+
+
+def activation_after(module, name: str):
+    """The activation a network applies to the output of its MLP layer `name` (None for a head)."""
+    slot = activation_slot(module, name)
+    return None if slot is None else getattr(slot[0], slot[1])
 
 
 def trace(module, samples) -> None:
@@ -320,11 +328,9 @@ def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor 
     if readout is None:
         return None
     heads = {"density": readout[0]} | ({} if is_proposal(teacher_module) else {"rgb": "field_heads.0.net"})
-    prefix, _, index = name.rpartition(".layers.")
-    mlp = teacher_module.get_submodule(prefix)
-    # the layer's output after its activation: the MLP's activation at its index-th call, or its out_activation
-    slot, call = ("activation", int(index)) if int(index) < len(mlp.layers) - 1 else ("out_activation", 0)
+    mlp, slot, call = activation_slot(teacher_module, name)  # the probe goes after the layer's activation
     original = getattr(mlp, slot)
+    probe = _Perturbed(original, call)
     flat = samples if torch.is_tensor(samples) else samples.reshape(-1)
     point_weights = torch.ones(len(flat)) if weights is None else weights.reshape(-1).cpu()
     # a seeded random subset of the points that weigh anything (a stride could alias with the samples per ray)
@@ -337,10 +343,10 @@ def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor 
         for key, path in heads.items():
             hooks.append(teacher_module.get_submodule(path).register_forward_hook(
                 lambda _module, _args, out, key=key: outputs.__setitem__(key, out)))
+        setattr(mlp, slot, probe)
         for start in range(0, len(picked), distill.chunk):
             rows = picked[start : start + distill.chunk]
-            probe = _Perturbed(original, call)
-            setattr(mlp, slot, probe)
+            probe.calls, probe.delta = 0, None
             with torch.enable_grad():
                 trace(teacher_module, flat[rows.to(flat.device) if torch.is_tensor(flat) else rows])
                 if probe.delta is None:
@@ -358,7 +364,6 @@ def downstream_metric(teacher_module, samples, name: str, weights: torch.Tensor 
                         gradient = gradient.reshape(len(rows), -1) * scale[..., channel].reshape(-1, 1)
                         gradient = (gradient * root).double()
                         metrics[key] = metrics.get(key, 0) + gradient.t() @ gradient
-            setattr(mlp, slot, original)
     finally:
         setattr(mlp, slot, original)
         for hook in hooks:
@@ -590,13 +595,9 @@ class Distill:
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
-            # each parameter group keeps its rate relative to the fields' in the run's optimizers (a D-NeRF's
-            # deformation MLP trains slower than its fields)
-            rates = {name: spec["optimizer"].lr for name, spec in config.optimizers.items()}
-            relative = {name: rate / rates["fields"] for name, rate in rates.items()} if "fields" in rates else None
             finetune_losses = finetune(student.model, teacher.datamanager.train_dataset, self.finetune_steps,
                                        self.finetune_rays, self.finetune_lr, torch.Generator().manual_seed(self.seed),
-                                       relative)
+                                       rates_relative_to_fields(config.optimizers))
         seconds = time.perf_counter() - started
         write_run(config, student, step, output)
         results = {"teacher": str(self.load_config), "student": str(output / "config.yml"), "seconds": seconds,
@@ -649,6 +650,13 @@ def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generato
         losses.append(float(loss))
     model.eval()
     return losses
+
+
+def rates_relative_to_fields(optimizers: dict) -> dict[str, float]:
+    """Each parameter group's learning rate in a run's optimizers relative to the fields' (empty without a
+    fields group): fine-tuning keeps them, as a D-NeRF's deformation MLP trains slower than its fields."""
+    rates = {name: spec["optimizer"].lr for name, spec in optimizers.items()}
+    return {name: rate / rates["fields"] for name, rate in rates.items()} if "fields" in rates else {}
 
 
 def finetune_optimizer(model, lr: float, relative_rates: dict[str, float]) -> torch.optim.Adam:
