@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from eugen_nerf.bench.timing import (
-    NOISY_SPREAD,
+    BUSY_SHARE,
+    MachineLoad,
     command_line,
     machine_description,
     medians,
@@ -179,15 +180,17 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
 
     field_samples: dict[str, dict[str, list[float]]] = {}  # model -> part -> ms of every repeat
     parts = {name: timed_parts(p.model, samples) for name, p in pipelines.items()}
-    for part in parts[next(iter(pipelines))]:
-        timed = timed_samples({name: model_parts[part] for name, model_parts in parts.items()}, repeats, device=device)
-        for name, values in timed.items():
-            field_samples.setdefault(name, {})[part] = values
-    if images:
-        image_samples = timed_samples({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
-                                      repeats, warmup=1, device=device)
-    else:  # networks only
-        image_samples = {name: [float("nan")] * repeats for name in pipelines}
+    with MachineLoad() as load:
+        for part in parts[next(iter(pipelines))]:
+            timed = timed_samples({name: model_parts[part] for name, model_parts in parts.items()}, repeats,
+                                  device=device)
+            for name, values in timed.items():
+                field_samples.setdefault(name, {})[part] = values
+        if images:
+            image_samples = timed_samples({name: (lambda m=p.model: render(m)) for name, p in pipelines.items()},
+                                          repeats, warmup=1, device=device)
+        else:  # networks only
+            image_samples = {name: [float("nan")] * repeats for name in pipelines}
     height, width = int(all_cameras.height[0]), int(all_cameras.width[0])
 
     def mlp_repeats(name: str) -> list[float]:
@@ -207,9 +210,12 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
             "fields_ms": sum(field_ms.values()),
             "mlp_ms": statistics.median(mlp),
             "image_ms": statistics.median(image),
-            # fastest and slowest repeat over the median: a busy machine shows here
+            # fastest and slowest repeat over the median
             "mlp_spread": relative_spread(mlp),
             "image_spread": relative_spread(image) if images else None,
+            # every repeat, in the order run: a reader can judge one slow repeat against a busy stretch
+            "mlp_repeats_ms": [round(ms, 3) for ms in mlp],
+            "image_repeats_ms": [round(ms, 3) for ms in image] if images else None,
         }
     baseline, (baseline_mlp, baseline_image) = next(iter(rows.values())), next(iter(repeat_ms.values()))
     speedups = {
@@ -224,10 +230,8 @@ def compare_pipelines(pipelines: dict, points: int, repeats: int, images: int) -
         }
         for name, row in rows.items()
     }
-    noisy = any(spread is not None and spread > NOISY_SPREAD
-                for row in rows.values() for spread in (row["mlp_spread"], row["image_spread"]))
     return {"points": points, "image_size": [width, height], "repeats": repeats, "models": rows,
-            "speedup": speedups, "noisy": noisy}
+            "speedup": speedups, "machine_load": load.as_dict(), "noisy": load.busy}
 
 
 def ratio_range(baseline: list[float], other: list[float]) -> list[float]:
@@ -250,9 +254,14 @@ def print_table(results: dict, console: Console) -> None:
                       with_range(speedup["mlp"], speedup["mlp_range"]),
                       with_range(speedup["image"], speedup["image_range"]))
     console.print(table)
+    load = results.get("machine_load", {})
     if results.get("noisy"):
-        console.print(f"[yellow]NOISY[/yellow]: a model's repeats spread over more than {NOISY_SPREAD:.0%} of their "
-                      "median; the machine was busy, do not report these ratios")
+        console.print(f"[yellow]NOISY[/yellow]: while timing, other processes used {load['others_cpu_share']:.0%} and "
+                      f"other machines (steal) {load['steal_share']:.0%} of the CPU (limit {BUSY_SHARE:.0%}); the "
+                      "machine was busy, do not report these ratios")
+    elif load.get("others_cpu_share") is not None:
+        console.print(f"machine quiet while timing: other processes {load['others_cpu_share']:.1%}, steal "
+                      f"{load['steal_share']:.1%} of the CPU")
     console.print("field speed-up: time of one pass through all the fields (dense / EUGen); MLP speed-up: the "
                   "same without the frustum encodings both twins share (mip-NeRF 360, Zip-NeRF)")
 

@@ -28,11 +28,56 @@ def time_interleaved(
 
 
 NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too busy to trust
+BUSY_SHARE = 0.10  # other processes' (or other virtual machines') share of the CPU while timing: void above it
 
 
 def relative_spread(values: list[float]) -> float:
-    """(slowest - fastest) / median of a benchmark's repeats: above NOISY_SPREAD, the machine was busy."""
+    """(slowest - fastest) / median of a benchmark's repeats (recorded beside the medians)."""
     return round((max(values) - min(values)) / statistics.median(values), 4)
+
+
+def _machine_ticks() -> tuple[int, int, int]:
+    """(busy, stolen, total) clock ticks of all cores since boot, from /proc/stat."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return user + nice + system + irq + softirq, steal, user + nice + system + idle + iowait + irq + softirq + steal
+
+
+def _own_ticks() -> int:
+    """User and system clock ticks of this process, all its threads, from /proc/self/stat."""
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+
+class MachineLoad:
+    """What else ran on the machine while a benchmark timed: the share of all cores' time used by other
+    processes, and the share the hypervisor gave to other machines (steal). Read from /proc on Linux;
+    None elsewhere. A spread of the repeats cannot tell this: on the shared VMs here single slow repeats
+    come and go on an idle machine, while a second job slows every repeat alike."""
+
+    def __enter__(self) -> MachineLoad:
+        try:
+            self._start = (*_machine_ticks(), _own_ticks())
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        self.others = self.steal = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._start is None:
+            return
+        busy, steal, total, own = (end - start for end, start in zip((*_machine_ticks(), _own_ticks()), self._start,
+                                                                     strict=True))
+        if total > 0:
+            self.others = round(max(busy - own, 0) / total, 4)
+            self.steal = round(steal / total, 4)
+
+    @property
+    def busy(self) -> bool:
+        return any(share is not None and share > BUSY_SHARE for share in (self.others, self.steal))
+
+    def as_dict(self) -> dict:
+        return {"others_cpu_share": self.others, "steal_share": self.steal, "busy_above": BUSY_SHARE}
 
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:

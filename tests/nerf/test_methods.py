@@ -290,7 +290,10 @@ def test_bench_times_every_field(method_runs):
     # one repeat: its pair's ratio is the speed-up, and one value spreads over nothing
     low, high = results["speedup"]["eugen"]["mlp_range"]
     assert low == high == pytest.approx(results["speedup"]["eugen"]["mlp"], rel=1e-3)
-    assert dense["mlp_spread"] == eugen["mlp_spread"] == 0.0 and results["noisy"] is False
+    assert dense["mlp_spread"] == eugen["mlp_spread"] == 0.0 and len(dense["mlp_repeats_ms"]) == 1
+    load = results["machine_load"]
+    assert 0 <= load["others_cpu_share"] <= 1 and 0 <= load["steal_share"] <= 1
+    assert results["noisy"] == (max(load["others_cpu_share"], load["steal_share"]) > load["busy_above"])
 
 
 def test_speed_ranges_and_spread_of_repeats():
@@ -299,6 +302,39 @@ def test_speed_ranges_and_spread_of_repeats():
 
     assert ratio_range([10.0, 12.0, 9.0], [5.0, 4.0, 6.0]) == [1.5, 3.0]
     assert relative_spread([9.0, 10.0, 11.5]) == 0.25
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads /proc (Linux)")
+def test_machine_load_sees_a_second_process():
+    """A process spinning beside the timing shows as the others' share of the CPU (about one core of the
+    machine's); the timing process's own work does not count."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from eugen_nerf.bench.timing import MachineLoad
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    with MachineLoad() as alone:
+        spin(0.5)
+    cores = os.cpu_count() or 1
+    spin_code = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin_code])
+    try:
+        time.sleep(0.2)  # the spinner's start-up
+        with MachineLoad() as beside:
+            spin(0.8)
+    finally:
+        spinner.wait()
+    assert alone.others is not None and beside.others is not None
+    assert beside.others > alone.others + 0.5 / cores
+    if cores <= 4:  # one spinning core is then above the 10% limit
+        assert beside.busy
 
 
 @pytest.mark.slow
