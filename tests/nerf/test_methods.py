@@ -497,6 +497,8 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
     assert deformation == [("mlp_deform.layers.1", "eugen"), ("mlp_deform.layers.2", "eugen"),
                            ("mlp_deform.layers.3", "dense read-out")]
     assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    # the fine field renders the samples the student's own deformation moved
+    assert results["pixel_refit"]["field"] == "field_fine"
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     layers = pipeline.model.temporal_distortion.mlp_deform.layers
     assert isinstance(layers[1], EUGenLinear) and not isinstance(layers[0], EUGenLinear)
@@ -528,6 +530,8 @@ def test_distill_a_proposal_method_fits_its_field_and_proposal_mlps_and_loads(me
         assert (f"proposal_networks.{level}", "mlp.layers.1", "dense read-out") in fitted
     assert ("field", "field_heads.0.net", "dense read-out") in fitted  # the RGB head after the view head
     assert all(0 <= fit["relative_error"] < 10 for fit in results["layers"])
+    refit = results["pixel_refit"]  # the one field a proposal method renders, its heads against the pixels
+    assert refit["field"] == "field" and refit["psnr_after"] >= refit["psnr_before"]
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     assert all(isinstance(network.mlp.layers[0], EUGenLinear) for network in pipeline.model.proposal_networks)
     rays = pipeline.datamanager.eval_dataset.cameras[0:1].generate_rays(camera_indices=0).flatten()[:8]

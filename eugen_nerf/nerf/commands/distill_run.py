@@ -13,7 +13,9 @@ after the layers before it were distilled, against the teacher's own activation 
 earlier errors do not compound); the dense layers after the first EUGen layer, up to the density and
 RGB outputs, are refitted the same way against the teacher's pre-activation outputs (right after a
 least-squares EUGen layer that refit changes little, docs/eugen-math.md §3). --targets layer fits each
-layer to the teacher layer applied to the student's input instead.
+layer to the teacher layer applied to the student's input instead. Then the pixel refit
+(`distill_pixels`) refits the rendered field's density and RGB heads so that the student's own renders
+of training rays match the training images (or the teacher's renders), each step a least squares.
 
 Optionally (--finetune-steps) the distilled student is then fine-tuned end to end on the teacher's
 training images (photometric loss, Adam: backpropagation).
@@ -39,6 +41,7 @@ from torch import nn
 from eugen_nerf.errors import InputError, check_flag_choice
 from eugen_nerf.layers.distill import distill_linear, fit_linear
 from eugen_nerf.layers.eugen import EUGenLinear
+from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
@@ -85,17 +88,28 @@ def student_config(teacher, distill: Distill):
     return config
 
 
-@torch.no_grad()
-def training_samples(model, cameras, num_rays: int, generator: torch.Generator) -> dict:
-    """The samples each fitted network of the model sees on `num_rays` random training pixels, by its
-    path in the model: eugen-nerf's coarse and fine RaySamples (a D-NeRF's moved by the teacher's
-    deformation, and then `temporal_distortion`: (N, 4) sample positions before the move and times, coarse
-    then fine); a proposal method's `field` samples and each proposal level's (`proposal_networks.L`)."""
+def training_rays(model, cameras, num_rays: int, generator: torch.Generator):
+    """`num_rays` rays through random points of random training pixels, clipped by the model's collider:
+    the ray bundle, each ray's camera index (rays, 1) and its (row, column) in pixels (rays, 2)."""
     index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
     heights, widths = cameras.height[index[:, 0]].float(), cameras.width[index[:, 0]].float()
     coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
                         torch.rand(num_rays, 1, generator=generator) * widths], dim=-1)
     bundle = model.collider(cameras.generate_rays(camera_indices=index, coords=coords).to(model.device))
+    return bundle, index, coords
+
+
+def training_samples(model, cameras, num_rays: int, generator: torch.Generator) -> dict:
+    """The samples each fitted network of the model sees on `num_rays` random training pixels (samples_of)."""
+    return samples_of(model, training_rays(model, cameras, num_rays, generator)[0])
+
+
+@torch.no_grad()
+def samples_of(model, bundle) -> dict:
+    """The samples each network of the model sees on a ray bundle, by its path in the model: eugen-nerf's
+    coarse and fine RaySamples (a D-NeRF's moved by the model's deformation, and then `temporal_distortion`:
+    (N, 4) sample positions before the move and times, coarse then fine); a proposal method's `field`
+    samples and each proposal level's (`proposal_networks.L`)."""
     if hasattr(model, "proposal_sampler"):
         proposals = list(model.proposal_networks)
         samples, _, samples_list = model.proposal_sampler(bundle, density_fns=proposals)
@@ -105,7 +119,7 @@ def training_samples(model, cameras, num_rays: int, generator: torch.Generator) 
 
 
 def coarse_and_fine_samples(model, bundle) -> dict:
-    """eugen-nerf's and eugen-dnerf's samples (training_samples)."""
+    """eugen-nerf's and eugen-dnerf's samples (samples_of)."""
     from nerfstudio.field_components.field_heads import FieldHeadNames
 
     deformation_inputs = []
@@ -515,6 +529,15 @@ class Distill:
     """With --weights active and a --density-floor: the weight, in the one-sided density read-out only, of
     the points the other fits leave out (below --active-above with --empty-weight 0); there they only
     keep the student's density below the floor."""
+    pixel_refit_steps: int | None = None
+    """Levenberg-Marquardt steps of the pixel refit after the layer fits: the rendered field's density and
+    RGB heads are refitted so that the student's own renders of --pixel-rays training rays match
+    --pixel-targets (each step a linear least squares, docs/eugen-math.md §3); 0: none; default: 6 for the
+    closed form alone, 0 when --finetune-steps follow (as --projections auto)."""
+    pixel_rays: int = 16384
+    """Training rays of the pixel refit."""
+    pixel_targets: str = "images"
+    """images | teacher: what the pixel refit matches, the training images or the teacher's renders."""
     refine_steps: int = 0
     """Epochs of trainable-G refinement (Adam on G and A, each layer's MSE) after each closed form."""
     finetune_steps: int = 0
@@ -531,19 +554,27 @@ class Distill:
     """Points per forward pass while collecting layer inputs."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
+    def pixel_steps(self) -> int:
+        if self.pixel_refit_steps is None:
+            return 0 if self.finetune_steps > 0 else 6
+        return self.pixel_refit_steps
+
     def projection_kind(self) -> str:
         if self.projections == "auto":
             return "random" if self.finetune_steps > 0 else "fitted"
         return self.projections
 
     def run(self) -> dict:
-        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr"):
+        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr", "pixel_rays"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
         check_flag_choice("--weights", self.weights, ("active", "render", "uniform"))
         check_flag_choice("--projections", self.projections, ("auto", "fitted", "random"))
         check_flag_choice("--target-metric", self.target_metric, ("downstream", "identity"))
+        check_flag_choice("--pixel-targets", self.pixel_targets, ("images", "teacher"))
+        if self.pixel_steps() < 0:
+            raise InputError(f"--pixel-refit-steps must be 0 or more, got {self.pixel_refit_steps}")
         if not 0 <= self.metric_mix <= 1:
             raise InputError(f"--metric-mix must be in [0, 1], got {self.metric_mix}")
         if self.quadratic_basis <= 0:
@@ -592,6 +623,9 @@ class Distill:
             fits += [{"field": name, **fit} for fit in fit_module(
                 student.model.get_submodule(name), teacher.model.get_submodule(name), module_samples, self,
                 weights.get(name))]
+        pixel_refit = None
+        if self.pixel_steps() > 0:
+            pixel_refit = self.refit_on_pixels(teacher, student)
         closed_form_seconds = time.perf_counter() - started
         finetune_losses = []
         if self.finetune_steps > 0:
@@ -604,10 +638,33 @@ class Distill:
                    "closed_form_seconds": closed_form_seconds, "finetune_steps": self.finetune_steps,
                    "finetune_loss_first_last": finetune_losses[:1] + finetune_losses[-1:],
                    "rays": self.rays, "projections": self.projection_kind(), "copied_tensors": copied, "layers": fits,
+                   "pixel_refit": pixel_refit,
                    "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
         (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         print_fits(results, self.console)
         return results
+
+    def refit_on_pixels(self, teacher, student) -> dict:
+        """The pixel refit (distill_pixels) of the student's rendered field on fresh training rays."""
+        dataset = teacher.datamanager.train_dataset
+        bundle, index, coords = training_rays(student.model, dataset.cameras.to(student.device), self.pixel_rays,
+                                              torch.Generator().manual_seed(self.seed + 1))
+        rendered = "field" if hasattr(student.model, "proposal_sampler") else "field_fine"
+        refit = PixelRefit(student.model, student.model.get_submodule(rendered),
+                           samples_of(student.model, bundle)[rendered])
+        with torch.no_grad():
+            if self.pixel_targets == "teacher":
+                targets = torch.cat([teacher.model.get_outputs(bundle[start : start + self.chunk // 64])["rgb"]
+                                     for start in range(0, len(bundle), self.chunk // 64)])
+            else:  # each ray's pixel, on the background the student renders on
+                pixels = coords.long()
+                targets = torch.empty(len(index), 3)
+                for camera in index[:, 0].unique().tolist():
+                    rays = index[:, 0] == camera
+                    image = student.model.renderer_rgb.blend_background(dataset.get_image_float32(camera))
+                    targets[rays] = image[pixels[rays, 0], pixels[rays, 1], :3]
+        return {"field": rendered, "targets": self.pixel_targets,
+                **refit.fit(targets.to(student.device), self.pixel_steps())}
 
 
 def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator,
@@ -711,4 +768,9 @@ def print_fits(results: dict, console: Console) -> None:
         first, last = results["finetune_loss_first_last"]
         console.print(f"fine-tuned {results['finetune_steps']} steps end to end: loss {first:.4f} -> {last:.4f} "
                       f"({results['seconds'] - results['closed_form_seconds']:.1f} s)")
+    if results.get("pixel_refit"):
+        refit = results["pixel_refit"]
+        console.print(f"pixel refit of {refit['field']}'s heads on {refit['rays']:,} rays ({refit['targets']}): "
+                      f"PSNR {refit['psnr_before']:.2f} -> {refit['psnr_after']:.2f} dB in {refit['steps']} steps "
+                      f"({refit['seconds']:.1f} s)")
     console.print(f"student run: {results['student']}")

@@ -148,14 +148,18 @@ class EUGenNeRFField(Field):
             check_field_output(density, "density")
         return density.reshape(*encoded.shape[:-1], 1), base
 
+    def head_features(self, ray_samples: RaySamples, density_embedding: Piece) -> Piece:
+        """The view head's output (N, width), which the RGB head reads, possibly factored."""
+        directions = self.direction_encoding(ray_samples.frustums.directions)
+        return self.mlp_head.forward_pieces([directions.reshape(-1, directions.shape[-1]), density_embedding])
+
     def get_outputs(
         self, ray_samples: RaySamples, density_embedding: Piece | None = None
     ) -> dict[FieldHeadNames, Float[Tensor, "*bs channels"]]:
         if density_embedding is None:
             raise ValueError("EUGenNeRFField.get_outputs needs the density embedding from get_density")
-        directions = self.direction_encoding(ray_samples.frustums.directions)
-        leading = directions.shape[:-1]
-        head = self.mlp_head.forward_pieces([directions.reshape(-1, directions.shape[-1]), density_embedding])
+        leading = ray_samples.frustums.directions.shape[:-1]
+        head = self.head_features(ray_samples, density_embedding)
         outputs = {field_head.field_head_name: apply_head(field_head, head).reshape(*leading, -1)
                    for field_head in self.field_heads}
         if not self.training:
