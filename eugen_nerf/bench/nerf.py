@@ -255,11 +255,13 @@ def print_table(results: dict, console: Console) -> None:
                       with_range(speedup["image"], speedup["image_range"]))
     console.print(table)
     load = results.get("machine_load", {})
-    if results.get("noisy"):
+    if results.get("noisy") is None:
+        console.print("[yellow]machine load not measured[/yellow] (no /proc): check by hand that nothing else ran")
+    elif results["noisy"]:
         console.print(f"[yellow]NOISY[/yellow]: while timing, other processes used {load['others_cpu_share']:.0%} and "
-                      f"other machines (steal) {load['steal_share']:.0%} of the CPU (limit {BUSY_SHARE:.0%}); the "
-                      "machine was busy, do not report these ratios")
-    elif load.get("others_cpu_share") is not None:
+                      f"other machines (steal) {load['steal_share']:.0%} of the {load['cores']} cores (limit: "
+                      f"{BUSY_SHARE:.0%} of a core per thread timed); the machine was busy, do not report these ratios")
+    else:
         console.print(f"machine quiet while timing: other processes {load['others_cpu_share']:.1%}, steal "
                       f"{load['steal_share']:.1%} of the CPU")
     console.print("field speed-up: time of one pass through all the fields (dense / EUGen); MLP speed-up: the "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import platform
 import statistics
 import sys
@@ -28,7 +29,7 @@ def time_interleaved(
 
 
 NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too busy to trust
-BUSY_SHARE = 0.10  # other processes' (or other virtual machines') share of the CPU while timing: void above it
+BUSY_SHARE = 0.10  # other processes' (or other machines') CPU, per thread the benchmark uses: void above it
 
 
 def relative_spread(values: list[float]) -> float:
@@ -49,35 +50,45 @@ def _own_ticks() -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
 
 
+def _ticks() -> tuple[int, int, int, int] | None:
+    try:
+        return (*_machine_ticks(), _own_ticks())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class MachineLoad:
     """What else ran on the machine while a benchmark timed: the share of all cores' time used by other
-    processes, and the share the hypervisor gave to other machines (steal). Read from /proc on Linux;
-    None elsewhere. A spread of the repeats cannot tell this: on the shared VMs here single slow repeats
-    come and go on an idle machine, while a second job slows every repeat alike."""
+    processes (a child process of the benchmark counts as other), and the share the hypervisor gave to
+    other machines (steal). Read from /proc on Linux; None elsewhere. The spread of the repeats cannot
+    tell this: on the shared VMs here single slow repeats come and go on an idle machine, while a second
+    job slows every repeat alike. Busy: either, in cores, above BUSY_SHARE of torch's threads."""
 
     def __enter__(self) -> MachineLoad:
-        try:
-            self._start = (*_machine_ticks(), _own_ticks())
-        except (OSError, ValueError, IndexError):
-            self._start = None
+        self._start = _ticks()
         self.others = self.steal = None
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._start is None:
+        end = _ticks()
+        if self._start is None or end is None:
             return
-        busy, steal, total, own = (end - start for end, start in zip((*_machine_ticks(), _own_ticks()), self._start,
-                                                                     strict=True))
+        busy, steal, total, own = (after - before for after, before in zip(end, self._start, strict=True))
         if total > 0:
             self.others = round(max(busy - own, 0) / total, 4)
             self.steal = round(steal / total, 4)
 
     @property
-    def busy(self) -> bool:
-        return any(share is not None and share > BUSY_SHARE for share in (self.others, self.steal))
+    def busy(self) -> bool | None:
+        """None where the load could not be read."""
+        if self.others is None or self.steal is None:
+            return None
+        cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+        return max(self.others, self.steal) * cores > BUSY_SHARE * threads
 
     def as_dict(self) -> dict:
-        return {"others_cpu_share": self.others, "steal_share": self.steal, "busy_above": BUSY_SHARE}
+        return {"others_cpu_share": self.others, "steal_share": self.steal, "cores": os.cpu_count(),
+                "threads": torch.get_num_threads(), "busy_above_per_thread": BUSY_SHARE}
 
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:

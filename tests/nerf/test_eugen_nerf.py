@@ -672,6 +672,8 @@ def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
     bundle, _, _ = training_rays(model, cameras, 48, torch.Generator().manual_seed(3))
     refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
     density_weights, rgb_weights = refit.weights()
+    with torch.no_grad():  # with the field's own heads it renders what the model renders
+        assert torch.allclose(refit.render(density_weights, rgb_weights), model.get_outputs(bundle)["rgb"], atol=1e-5)
     density_weights = density_weights + 0.3  # a denser field than 2 steps of training leave: pixels the heads move
     with torch.no_grad():
         targets = refit.render(density_weights, rgb_weights)

@@ -292,8 +292,12 @@ def test_bench_times_every_field(method_runs):
     assert low == high == pytest.approx(results["speedup"]["eugen"]["mlp"], rel=1e-3)
     assert dense["mlp_spread"] == eugen["mlp_spread"] == 0.0 and len(dense["mlp_repeats_ms"]) == 1
     load = results["machine_load"]
-    assert 0 <= load["others_cpu_share"] <= 1 and 0 <= load["steal_share"] <= 1
-    assert results["noisy"] == (max(load["others_cpu_share"], load["steal_share"]) > load["busy_above"])
+    if load["others_cpu_share"] is None:  # no /proc: not measured, and not called quiet
+        assert results["noisy"] is None
+    else:
+        assert 0 <= load["others_cpu_share"] <= 1 and 0 <= load["steal_share"] <= 1
+        in_cores = max(load["others_cpu_share"], load["steal_share"]) * load["cores"]
+        assert results["noisy"] == (in_cores > load["busy_above_per_thread"] * load["threads"])
 
 
 def test_speed_ranges_and_spread_of_repeats():
@@ -332,8 +336,9 @@ def test_machine_load_sees_a_second_process():
     finally:
         spinner.wait()
     assert alone.others is not None and beside.others is not None
-    assert beside.others > alone.others + 0.5 / cores
-    if cores <= 4:  # one spinning core is then above the 10% limit
+    # the spinner shows as a fifth of a core or more, even where another job shares the cores with it
+    assert beside.others > alone.others + 0.2 / cores
+    if cores <= 4 and torch.get_num_threads() <= 2:  # a fifth of a core is then above the limit
         assert beside.busy
 
 

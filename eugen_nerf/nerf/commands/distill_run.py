@@ -90,7 +90,9 @@ def student_config(teacher, distill: Distill):
 
 def training_rays(model, cameras, num_rays: int, generator: torch.Generator):
     """`num_rays` rays through random points of random training pixels, clipped by the model's collider:
-    the ray bundle, each ray's camera index (rays, 1) and its (row, column) in pixels (rays, 2)."""
+    the ray bundle (on the model's device), each ray's camera index (rays, 1) and its (row, column) in
+    pixels (rays, 2), on the CPU where the generator and the images are."""
+    cameras = cameras.to("cpu")
     index = torch.randint(len(cameras), (num_rays, 1), generator=generator)
     heights, widths = cameras.height[index[:, 0]].float(), cameras.width[index[:, 0]].float()
     coords = torch.cat([torch.rand(num_rays, 1, generator=generator) * heights,
@@ -606,8 +608,8 @@ class Distill:
         student = config.pipeline.setup(device=teacher.device, test_mode="inference")
         student.eval()
         copied = copy_matching_weights(teacher.model, student.model)
-        samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras.to(teacher.device),
-                                   self.rays, torch.Generator().manual_seed(self.seed))
+        samples = training_samples(teacher.model, teacher.datamanager.train_dataset.cameras, self.rays,
+                                   torch.Generator().manual_seed(self.seed))
         # the networks with something to fit (a method's dense proposal MLPs have none); a deformation
         # network's points are the fields' samples, coarse then fine, and take their weights
         fitted = {name for name in samples if fit_points(student.model.get_submodule(name))}
@@ -645,26 +647,32 @@ class Distill:
         return results
 
     def refit_on_pixels(self, teacher, student) -> dict:
-        """The pixel refit (distill_pixels) of the student's rendered field on fresh training rays."""
+        """The pixel refit (distill_pixels) of the student's rendered field on fresh training rays; its
+        seconds count everything, from drawing the rays to writing the heads."""
+        started = time.perf_counter()
         dataset = teacher.datamanager.train_dataset
-        bundle, index, coords = training_rays(student.model, dataset.cameras.to(student.device), self.pixel_rays,
+        bundle, index, coords = training_rays(student.model, dataset.cameras, self.pixel_rays,
                                               torch.Generator().manual_seed(self.seed + 1))
         rendered = "field" if hasattr(student.model, "proposal_sampler") else "field_fine"
         refit = PixelRefit(student.model, student.model.get_submodule(rendered),
                            samples_of(student.model, bundle)[rendered])
         with torch.no_grad():
             if self.pixel_targets == "teacher":
-                targets = torch.cat([teacher.model.get_outputs(bundle[start : start + self.chunk // 64])["rgb"]
-                                     for start in range(0, len(bundle), self.chunk // 64)])
-            else:  # each ray's pixel, on the background the student renders on
+                rays_per_pass = max(self.chunk // 64, 1)
+                outputs = (teacher.model.get_outputs(bundle[start : start + rays_per_pass])
+                           for start in range(0, len(bundle), rays_per_pass))
+                # vanilla-nerf names its render rgb_fine only
+                targets = torch.cat([out["rgb"] if "rgb" in out else out["rgb_fine"] for out in outputs])
+            else:  # each ray's pixel; an RGBA image blended as the model's own evaluation blends it
                 pixels = coords.long()
                 targets = torch.empty(len(index), 3)
                 for camera in index[:, 0].unique().tolist():
                     rays = index[:, 0] == camera
                     image = student.model.renderer_rgb.blend_background(dataset.get_image_float32(camera))
                     targets[rays] = image[pixels[rays, 0], pixels[rays, 1], :3]
-        return {"field": rendered, "targets": self.pixel_targets,
-                **refit.fit(targets.to(student.device), self.pixel_steps())}
+        report = refit.fit(targets.to(student.device), self.pixel_steps())
+        return {"field": rendered, "targets": self.pixel_targets, **report,
+                "solve_seconds": report["seconds"], "seconds": time.perf_counter() - started}
 
 
 def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator,
