@@ -692,10 +692,7 @@ def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
     assert torch.allclose(jtj, jacobian.T @ jacobian, rtol=1e-3, atol=1e-6 * float(jtj.abs().max()))
     assert torch.allclose(jtr, jacobian.T @ residuals, rtol=1e-3, atol=1e-6 * float(jtr.abs().max()))
 
-    with torch.no_grad():
-        for head, weights in ((refit.density_head, start[0]), (refit.rgb_head, start[1])):
-            head.net.weight.copy_(weights[:, :-1])
-            head.net.bias.copy_(weights[:, -1])
+    refit.set_weights(*start)
     report = refit.fit(targets, steps=12)
     assert report["psnr_after"] > report["psnr_before"] + 20 and report["psnr_after"] > 50
     # the heads written into the field render the targets

@@ -51,6 +51,13 @@ class PixelRefit:
         return tuple(torch.cat([head.net.weight, head.net.bias[:, None]], dim=1).detach().double()
                      for head in (self.density_head, self.rgb_head))
 
+    def set_weights(self, density_weights: Tensor, rgb_weights: Tensor) -> None:
+        """Write [weight | bias] of each head into the field (the inverse of `weights`)."""
+        with torch.no_grad():
+            for head, weights in ((self.density_head, density_weights), (self.rgb_head, rgb_weights)):
+                head.net.weight.copy_(weights[:, :-1])
+                head.net.bias.copy_(weights[:, -1])
+
     def render(self, density_weights: Tensor, rgb_weights: Tensor, with_inputs: bool = False):
         """Pixels (rays, 3) with the given heads; with_inputs: also the raw densities and logits, as leaves
         of the graph (for their Jacobian)."""
@@ -87,7 +94,7 @@ class PixelRefit:
 
     def fit(self, targets: Float[Tensor, "rays 3"], steps: int, damping: float = 1e-3) -> dict:
         """Levenberg-Marquardt on the pixels' mean squared error; writes the heads' weights. Returns the
-        report (PSNR of the fitting rays before and after, steps taken, seconds)."""
+        report (PSNR of the fitting rays before and after, steps taken, seconds of the solves)."""
         started = time.perf_counter()
         density_weights, rgb_weights = self.weights()
         split = density_weights.numel()
@@ -108,12 +115,9 @@ class PixelRefit:
                 damping *= 10
             else:
                 break  # no step lowers the loss: at a minimum
-        with torch.no_grad():
-            for head, weights in ((self.density_head, density_weights), (self.rgb_head, rgb_weights)):
-                head.net.weight.copy_(weights[:, :-1])
-                head.net.bias.copy_(weights[:, -1])
+        self.set_weights(density_weights, rgb_weights)
         return {"rays": len(targets), "steps": taken, "psnr_before": psnr(first), "psnr_after": psnr(loss),
-                "seconds": time.perf_counter() - started}
+                "solve_seconds": time.perf_counter() - started}
 
 
 def psnr(mse: float) -> float:

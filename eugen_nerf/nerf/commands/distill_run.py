@@ -671,8 +671,7 @@ class Distill:
                     image = student.model.renderer_rgb.blend_background(dataset.get_image_float32(camera))
                     targets[rays] = image[pixels[rays, 0], pixels[rays, 1], :3]
         report = refit.fit(targets.to(student.device), self.pixel_steps())
-        return {"field": rendered, "targets": self.pixel_targets, **report,
-                "solve_seconds": report["seconds"], "seconds": time.perf_counter() - started}
+        return {"field": rendered, "targets": self.pixel_targets, **report, "seconds": time.perf_counter() - started}
 
 
 def finetune(model, dataset, steps: int, rays_per_step: int, lr: float, generator: torch.Generator,
