@@ -38,6 +38,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 import tyro
+from jaxtyping import Float
 from rich.console import Console
 
 from eugen_nerf.bench.report import cell, final_image_metric, pyplot, run_scalars
@@ -285,16 +286,29 @@ class BenchQuality:
 
 
 def true_median_depth(dataset, test_views: int | None) -> float | None:
-    """The median depth of the test views' depth images in scene units (nerfstudio-data's `depth_file_path`,
-    times its unit scale and the data parser's scale); None when the data set has none."""
+    """The median distance along the test views' rays to the surfaces of their depth images, in scene units
+    (nerfstudio-data's `depth_file_path`, times its unit scale and the data parser's scale); None when the
+    data set has none. The images hold z-depth and the models render distance along the ray, so each pixel's
+    depth is turned into its ray's distance first."""
     outputs = dataset._dataparser_outputs
     filenames = outputs.metadata.get("depth_filenames")
     if not filenames:
         return None
     scale = float(outputs.metadata.get("depth_unit_scale_factor", 1.0)) * float(outputs.dataparser_scale)
-    depths = [read_depth_image(Path(name)) for name in filenames[:test_views]]
-    valid = np.concatenate([depth[depth > 0] for depth in depths])
+    distances = [ray_distance(read_depth_image(Path(name)), dataset.cameras[index])
+                 for index, name in enumerate(filenames[:test_views])]
+    valid = np.concatenate([distance[distance > 0] for distance in distances])
     return float(np.median(valid)) * scale if valid.size else None
+
+
+def ray_distance(z_depth: Float[np.ndarray, "height width"], camera) -> Float[np.ndarray, "height width"]:
+    """A pinhole camera's z-depth image as distance along each pixel centre's ray (the image may be a
+    resized copy of the camera's)."""
+    height, width = z_depth.shape[:2]
+    scale_x, scale_y = float(camera.width) / width, float(camera.height) / height
+    x = ((np.arange(width) + 0.5) * scale_x - float(camera.cx)) / float(camera.fx)
+    y = ((np.arange(height) + 0.5) * scale_y - float(camera.cy)) / float(camera.fy)
+    return z_depth * np.sqrt(1.0 + x[None, :] ** 2 + y[:, None] ** 2)
 
 
 def read_depth_image(path: Path) -> np.ndarray:

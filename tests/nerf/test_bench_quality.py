@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from eugen_nerf.bench.quality import flag_failures, psnr_of_mse, summarise
@@ -68,6 +69,26 @@ def test_true_depth_of_the_embedded_unbounded_scene_is_read_from_its_depth_image
         true_median_depth(InputDataset(outputs), test_views=2)
     outputs.metadata.pop("depth_filenames")
     assert true_median_depth(InputDataset(outputs), test_views=2) is None  # no depth images: no check
+
+
+def test_true_depth_is_distance_along_the_rays_as_the_models_render_it():
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from eugen_nerf.bench.quality import ray_distance
+    from eugen_nerf.resources import embedded_scene
+
+    camera = NerfstudioDataParserConfig(data=embedded_scene("unbounded")).setup().get_dataparser_outputs(
+        "test").cameras[0]
+    rays = camera.generate_rays(camera_indices=0)
+    axis = -camera.camera_to_worlds[:, 2]  # OpenGL cameras look down their -z axis
+    cosine = (rays.directions @ axis).numpy()
+    z_depth = np.full(cosine.shape, 2.0)
+    np.testing.assert_allclose(ray_distance(z_depth, camera), 2.0 / cosine, rtol=1e-4)
+    assert ray_distance(z_depth, camera)[0, 0] > 2.2  # corners lie well off the axis: z-depth alone would be wrong
+    # a depth image at half the camera's resolution reads the same rays at its own pixel centres
+    half = ray_distance(np.full((int(camera.height) // 2, int(camera.width) // 2), 2.0), camera)
+    assert half.shape == (int(camera.height) // 2, int(camera.width) // 2)
+    np.testing.assert_allclose(half[0, 0], 2.0 / cosine[:2, :2].mean(), rtol=2e-3)
 
 
 def test_summary_averages_the_runs_that_trained_and_pairs_the_gap_by_seed():
