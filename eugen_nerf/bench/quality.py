@@ -346,11 +346,17 @@ def final_value(pairs: list[list[float]]) -> float | None:
 
 
 def evaluate_run(config_path: Path, test_views: int | None) -> dict:
-    """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth of the
-    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth."""
+    """evaluate_pipeline of a run's pipeline."""
     from eugen_nerf.nerf.engine.runs import load_pipeline
 
     pipeline, _, _ = load_pipeline(config_path, "run", test_mode="test")
+    return evaluate_pipeline(pipeline, test_views)
+
+
+def evaluate_pipeline(pipeline, test_views: int | None) -> dict:
+    """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth of the
+    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth.
+    The pipeline is loaded in test mode (the test split's images)."""
     model = pipeline.model
     metrics: dict[str, list[float]] = {}
     depths: list[torch.Tensor] = []

@@ -301,6 +301,8 @@ class IsdfBench:
     points: int = 65536
     """Points per timed SDF query."""
     repeats: int = 7
+    time_training: bool = True
+    """Also time training steps (on copies of the runs)."""
     output: Path | None = None
     """Write the results as JSON here."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
@@ -337,11 +339,12 @@ class IsdfBench:
                                   trainers.items()}, self.repeats)
         gradient = time_interleaved({name: (lambda t=t: t.network.with_gradient(points, create_graph=False))
                                      for name, t in trainers.items()}, self.repeats)
-        # timed training steps change the weights: time them on copies
-        copies = {name: copy.deepcopy(trainer) for name, trainer in trainers.items()}
-        for trainer in copies.values():
-            trainer.network.train()
-        steps = time_interleaved({name: trainer.step for name, trainer in copies.items()}, self.repeats)
+        steps: dict[str, float | None] = dict.fromkeys(trainers)
+        if self.time_training:  # timed training steps change the weights: time them on copies
+            copies = {name: copy.deepcopy(trainer) for name, trainer in trainers.items()}
+            for trainer in copies.values():
+                trainer.network.train()
+            steps.update(time_interleaved({name: trainer.step for name, trainer in copies.items()}, self.repeats))
         rows = {}
         for name, trainer in trainers.items():
             rows[name] = {"parameters": sum(p.numel() for p in trainer.network.parameters() if p.requires_grad),
@@ -357,7 +360,8 @@ class IsdfBench:
         first = next(iter(rows.values()))
         for row in rows.values():
             row["query_speedup"] = row["query_points_per_s"] / first["query_points_per_s"]
-            row["train_step_speedup"] = first["train_step_ms"] / row["train_step_ms"]
+            step_ms = row["train_step_ms"]
+            row["train_step_speedup"] = None if step_ms is None else first["train_step_ms"] / step_ms
         return {"points": self.points, "repeats": self.repeats, "models": rows}
 
     def print(self, results: dict) -> None:
@@ -367,9 +371,11 @@ class IsdfBench:
             table.add_column(column, justify="left" if column == "run" else "right")
         for name, row in results["models"].items():
             l1 = row.get("sdf_l1")
+            step_ms, step_speedup = row["train_step_ms"], row["train_step_speedup"]
             table.add_row(name, f"{row['parameters']:,}", f"{row['query_points_per_s'] / 1e6:.2f}",
-                          f"{row['query_speedup']:.2f}x", f"{row['train_step_ms']:.0f}",
-                          f"{row['train_step_speedup']:.2f}x", "-" if l1 is None else f"{l1 * 100:.2f}")
+                          f"{row['query_speedup']:.2f}x", "-" if step_ms is None else f"{step_ms:.0f}",
+                          "-" if step_speedup is None else f"{step_speedup:.2f}x",
+                          "-" if l1 is None else f"{l1 * 100:.2f}")
         self.console.print(table)
 
 

@@ -23,7 +23,7 @@ import tyro
 from rich.console import Console
 
 from eugen_nerf.errors import InputError, check_flag_choice
-from eugen_nerf.isdf.commands import CHECKPOINT, SETTINGS, RunSettings, build, load_run_folder
+from eugen_nerf.isdf.commands import CHECKPOINT, SETTINGS, IsdfBench, RunSettings, build, load_run_folder
 from eugen_nerf.isdf.training import StreamState, bounds_and_targets, sample_depths, sample_rays, save_run
 
 
@@ -68,6 +68,11 @@ class IsdfDistill:
     random ones."""
     emphasis_weight: float = 1.0
     """With --projections fitted: how much the SDF weighs in choosing the last EUGen layer's projections."""
+    evaluate: bool = True
+    """After writing the student: its SDF error against the teacher's on the same visible points, and both
+    networks timed side by side (eugen isdf bench's measurement; distill.json "evaluation")."""
+    speed_repeats: int = 7
+    """With --evaluate: timed repeats of each network (medians)."""
     seed: int = 0
     """Seed of the points and of the random projections."""
     chunk: int = 65_536
@@ -87,7 +92,7 @@ class IsdfDistill:
     def run(self) -> dict:
         from eugen_nerf.nerf.commands.distill_run import copy_matching_weights, fit_module
 
-        for name in ("rays", "num_features", "order", "chunk"):
+        for name in ("rays", "num_features", "order", "chunk", "speed_repeats"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
@@ -127,4 +132,10 @@ class IsdfDistill:
         from eugen_nerf.nerf.commands.distill_run import print_fits
 
         print_fits({**results, "rays": self.rays, "finetune_steps": 0}, self.console)
+        if self.evaluate:  # both runs loaded from their folders, as eugen isdf eval would
+            del teacher, student
+            # no training steps timed: a fitted network is not meant to train on with the run's optimizer
+            results["evaluation"] = IsdfBench(runs=(self.run_dir, self.output), repeats=self.speed_repeats,
+                                              time_training=False, console=self.console).run()
+            (self.output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         return results

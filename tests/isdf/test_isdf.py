@@ -275,6 +275,11 @@ def test_distill_a_dense_run_fits_its_eugen_layers_in_closed_form_and_evaluates(
     assert all(0 <= fit["relative_error"] < 1 for fit in results["layers"])
     student = IsdfEval(run_dir=tmp_path / "student", eval_points=500, mesh_resolution=0).run()
     assert np.isfinite(student["sdf_l1"]) and np.isfinite(teacher["sdf_l1"])
+    # the report's last part: both runs from their folders on the same visible points, timed side by side
+    evaluation = json.loads((tmp_path / "student" / "distill.json").read_text())["evaluation"]["models"]
+    assert list(evaluation) == ["dense (dense)", "eugen (student)"]
+    assert all(np.isfinite(row["sdf_l1"]) and row["query_points_per_s"] > 0 for row in evaluation.values())
+    assert evaluation["eugen (student)"]["parameters"] < evaluation["dense (dense)"]["parameters"]
     settings = json.loads((tmp_path / "student" / "run.json").read_text())
     assert settings["network"]["layer"] == "eugen"
     # on the points eval uses, the student's SDF is within a quarter of the teacher's own spread of it

@@ -551,6 +551,18 @@ def test_distill_writes_an_eugen_run_that_loads(tiny_runs, tmp_path):
     assert any(key.endswith(".projection_seed") for key in state)
     _, pipeline, _, _ = eval_setup(student, test_mode="inference")  # what ns-eval / ns-render do
     assert pipeline.model.config.layer == "eugen"
+    # the report's last part: both runs on the test split, as ns-eval scores them, and timed side by side
+    evaluation = json.loads((student.parent / "distill.json").read_text())["evaluation"]
+    for name, config in (("teacher", tiny_runs["dense"]), ("student", student)):
+        _, scored, _, _ = eval_setup(config, test_mode="test")
+        ns_eval = scored.get_average_eval_image_metrics()
+        assert evaluation[name]["test_psnr"] == pytest.approx(ns_eval["psnr"], abs=1e-3)
+        assert evaluation[name]["mlp_ms"] > 0 and evaluation[name]["image_ms"] > 0
+    assert evaluation["psnr_difference"] == pytest.approx(
+        evaluation["student"]["test_psnr"] - evaluation["teacher"]["test_psnr"])
+    teacher_ms, student_ms = evaluation["teacher"]["mlp_ms"], evaluation["student"]["mlp_ms"]
+    assert evaluation["speedup"]["mlp"] == pytest.approx(teacher_ms / student_ms)
+    assert evaluation["student"]["parameters"] < evaluation["teacher"]["parameters"]
     # the fitted projections (the default) are the checkpoint's, not a redraw from the seed
     layer = pipeline.model.field_coarse.mlp_base.layers[1]
     assert torch.equal(layer.projection.cpu(), state["_model.field_coarse.mlp_base.layers.1.projection"])

@@ -42,6 +42,7 @@ from eugen_nerf.errors import InputError, check_flag_choice
 from eugen_nerf.layers.distill import distill_linear, fit_linear
 from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
+from eugen_nerf.nerf.commands.distill_report import compare_with_teacher, print_comparison
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
@@ -550,6 +551,13 @@ class Distill:
     """Adam learning rate of the fine-tuning's fields, reached after a warm-up over the first tenth of its
     steps and decayed 10x over them (eugen-nerf's CPU preset: 3e-3); the run's other parameter groups
     (a D-NeRF's deformation, proposal MLPs) keep their rates relative to the fields'."""
+    evaluate: bool = True
+    """After writing the student: evaluate it and the teacher on the test split and time both side by side
+    (eugen bench nerf's measurement), the report's last part (distill.json "evaluation")."""
+    evaluate_views: int | None = None
+    """With --evaluate: the first N test views only (default: all)."""
+    speed_repeats: int = 5
+    """With --evaluate: timed repeats of each run (medians)."""
     seed: int = 0
     """Seed of the rays and of the random projections."""
     chunk: int = 65_536
@@ -567,7 +575,8 @@ class Distill:
         return self.projections
 
     def run(self) -> dict:
-        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr", "pixel_rays"):
+        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr", "pixel_rays",
+                     "speed_repeats"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
@@ -575,6 +584,8 @@ class Distill:
         check_flag_choice("--projections", self.projections, ("auto", "fitted", "random"))
         check_flag_choice("--target-metric", self.target_metric, ("downstream", "identity"))
         check_flag_choice("--pixel-targets", self.pixel_targets, ("images", "teacher"))
+        if self.evaluate_views is not None and self.evaluate_views <= 0:
+            raise InputError(f"--evaluate-views must be positive, got {self.evaluate_views}")
         if self.pixel_steps() < 0:
             raise InputError(f"--pixel-refit-steps must be 0 or more, got {self.pixel_refit_steps}")
         if not 0 <= self.metric_mix <= 1:
@@ -644,6 +655,12 @@ class Distill:
                    "eugen": dataclasses.asdict(config.pipeline.model.eugen)}
         (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         print_fits(results, self.console)
+        if self.evaluate:
+            del teacher, student, samples  # the comparison loads both runs from their folders, as a user would
+            results["evaluation"] = compare_with_teacher(self.load_config, output / "config.yml",
+                                                         self.evaluate_views, self.speed_repeats)
+            (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
+            print_comparison(results["evaluation"], self.console)
         return results
 
     def refit_on_pixels(self, teacher, student) -> dict:
