@@ -494,7 +494,8 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
         rates_relative_to_fields,
     )
 
-    results = Distill(load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16).run()
+    results = Distill(evaluate=False,
+                      load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16).run()
     student = Path(results["student"])
     assert student.parent.parent.name == "eugen-dnerf"
     deformation = [(fit["layer"], fit["kind"]) for fit in results["layers"] if fit["field"] == "temporal_distortion"]
@@ -525,7 +526,7 @@ def test_distill_a_proposal_method_fits_its_field_and_proposal_mlps_and_loads(me
     from eugen_nerf.layers.eugen import EUGenLinear
     from eugen_nerf.nerf.commands.distill_run import Distill
 
-    results = Distill(load_config=method_runs[method, "dense"], output_dir=tmp_path, rays=16,
+    results = Distill(evaluate=False, load_config=method_runs[method, "dense"], output_dir=tmp_path, rays=16,
                       eugen_proposal_layers=(0,), weights="uniform").run()
     student = Path(results["student"])
     assert student.parent.parent.name == method.replace("_", "-")

@@ -81,7 +81,7 @@ def student_config(teacher, distill: Distill):
     for name in ("eugen_deformation_layers", "eugen_proposal_layers"):
         if getattr(distill, name) is not None and hasattr(model, name):
             setattr(model, name, tuple(getattr(distill, name)))
-    model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.num_features,
+    model.eugen = dataclasses.replace(model.eugen, order=distill.order, num_features=distill.feature_count(),
                                       seed=distill.seed, soft_normalize=distill.soft_normalize)
     model.__post_init__()
     config.method_name = "eugen-nerf" if teacher.method_name == "vanilla-nerf" else teacher.method_name
@@ -478,8 +478,10 @@ class Distill:
     (EXPERIMENT and TIMESTAMP the teacher's; a new -DATE_TIME suffix if that exists); default: the teacher's."""
     rays: int = 2048
     """Training rays whose samples the layers are fitted on."""
-    num_features: int = 16
-    """m of the EUGen layers."""
+    num_features: int | None = None
+    """m of the EUGen layers; default: 32 for the closed form alone (its student keeps the teacher's quality
+    with more features than a trained EUGen layer needs, docs/results/distill.md), 16 when --finetune-steps
+    follow (the presets' m: fine-tuning recovers the quality at the faster size)."""
     order: int = 2
     """k of the EUGen layers."""
     soft_normalize: bool = True
@@ -564,6 +566,11 @@ class Distill:
     """Points per forward pass while collecting layer inputs."""
     console: tyro.conf.Suppress[Console] = field(default_factory=Console, repr=False)
 
+    def feature_count(self) -> int:
+        if self.num_features is None:
+            return 16 if self.finetune_steps > 0 else 32
+        return self.num_features
+
     def pixel_steps(self) -> int:
         if self.pixel_refit_steps is None:
             return 0 if self.finetune_steps > 0 else 6
@@ -575,8 +582,7 @@ class Distill:
         return self.projections
 
     def run(self) -> dict:
-        for name in ("rays", "num_features", "order", "chunk", "finetune_rays", "finetune_lr", "pixel_rays",
-                     "speed_repeats"):
+        for name in ("rays", "order", "chunk", "finetune_rays", "finetune_lr", "pixel_rays", "speed_repeats"):
             if getattr(self, name) <= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         check_flag_choice("--targets", self.targets, ("teacher", "layer"))
@@ -584,6 +590,8 @@ class Distill:
         check_flag_choice("--projections", self.projections, ("auto", "fitted", "random"))
         check_flag_choice("--target-metric", self.target_metric, ("downstream", "identity"))
         check_flag_choice("--pixel-targets", self.pixel_targets, ("images", "teacher"))
+        if self.feature_count() <= 0:
+            raise InputError(f"--num-features must be positive, got {self.num_features}")
         if self.evaluate_views is not None and self.evaluate_views <= 0:
             raise InputError(f"--evaluate-views must be positive, got {self.evaluate_views}")
         if self.pixel_steps() < 0:
