@@ -290,10 +290,14 @@ def true_median_depth(dataset, test_views: int | None) -> float | None:
     (nerfstudio-data's `depth_file_path`, times its unit scale and the data parser's scale); None when the
     data set has none. The images hold z-depth and the models render distance along the ray, so each pixel's
     depth is turned into its ray's distance first."""
+    from nerfstudio.cameras.cameras import CameraType
+
     outputs = dataset._dataparser_outputs
     filenames = outputs.metadata.get("depth_filenames")
     if not filenames:
         return None
+    if not bool((dataset.cameras.camera_type == CameraType.PERSPECTIVE.value).all()):
+        return None  # ray_distance knows pinhole cameras only
     scale = float(outputs.metadata.get("depth_unit_scale_factor", 1.0)) * float(outputs.dataparser_scale)
     distances = [ray_distance(read_depth_image(Path(name)), dataset.cameras[index])
                  for index, name in enumerate(filenames[:test_views])]
@@ -353,10 +357,10 @@ def evaluate_run(config_path: Path, test_views: int | None) -> dict:
     return evaluate_pipeline(pipeline, test_views)
 
 
-def evaluate_pipeline(pipeline, test_views: int | None) -> dict:
+def evaluate_pipeline(pipeline, test_views: int | None, true_depth: bool = True) -> dict:
     """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth of the
-    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth.
-    The pipeline is loaded in test mode (the test split's images)."""
+    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth;
+    true_depth: also the scene's own (its depth images). The pipeline is loaded in test mode."""
     model = pipeline.model
     metrics: dict[str, list[float]] = {}
     depths: list[torch.Tensor] = []
@@ -379,7 +383,8 @@ def evaluate_pipeline(pipeline, test_views: int | None) -> dict:
         "test_lpips": _rounded(final_image_metric(averaged, "lpips")),
         "test_views": len(next(iter(metrics.values()), [])),
         "median_test_depth": _rounded(float(torch.cat(depths).median())) if sum(map(len, depths)) else None,
-        "true_median_depth": _rounded(true_median_depth(pipeline.datamanager.eval_dataset, test_views)),
+        "true_median_depth": _rounded(true_median_depth(pipeline.datamanager.eval_dataset, test_views))
+        if true_depth else None,
         "near_plane": collider.get("near_plane"),
     }
 

@@ -279,6 +279,7 @@ def test_distill_a_dense_run_fits_its_eugen_layers_in_closed_form_and_evaluates(
     evaluation = json.loads((tmp_path / "student" / "distill.json").read_text())["evaluation"]["models"]
     assert list(evaluation) == ["dense (dense)", "eugen (student)"]
     assert all(np.isfinite(row["sdf_l1"]) and row["query_points_per_s"] > 0 for row in evaluation.values())
+    assert all(row["train_step_ms"] is None for row in evaluation.values())  # a fitted network is not trained on
     assert evaluation["eugen (student)"]["parameters"] < evaluation["dense (dense)"]["parameters"]
     settings = json.loads((tmp_path / "student" / "run.json").read_text())
     assert settings["network"]["layer"] == "eugen"

@@ -62,6 +62,8 @@ def test_true_depth_of_the_embedded_unbounded_scene_is_read_from_its_depth_image
     outputs = NerfstudioDataParserConfig(data=embedded_scene("unbounded")).setup().get_dataparser_outputs("test")
     depth = true_median_depth(InputDataset(outputs), test_views=2)
     assert depth is not None and 0.3 < depth < 4.0  # the object and the ground, in the normalised scene
+    # along the rays, as the models render depth: its z-depth median is 1.22
+    assert true_median_depth(InputDataset(outputs), test_views=None) == pytest.approx(1.3425, abs=1e-3)
     damaged = tmp_path / "depth.png"
     damaged.write_bytes(b"not a png")
     outputs.metadata["depth_filenames"] = [damaged]

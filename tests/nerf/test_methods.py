@@ -4,6 +4,7 @@ twins are what they claim, bad input is one line."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -494,10 +495,14 @@ def test_distill_a_dnerf_run_fits_its_deformation_network_and_loads(method_runs,
         rates_relative_to_fields,
     )
 
-    results = Distill(evaluate=False,
-                      load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16).run()
+    results = Distill(load_config=method_runs["eugen_dnerf", "dense"], output_dir=tmp_path, rays=16,
+                      evaluate_views=1, speed_repeats=1).run()
     student = Path(results["student"])
     assert student.parent.parent.name == "eugen-dnerf"
+    # its evaluation: both D-NeRFs scored on one test view (at its time) and timed, deformation included
+    evaluation = results["evaluation"]
+    assert "error" not in evaluation and evaluation["test_views"] == 1
+    assert all(math.isfinite(evaluation[name]["test_psnr"]) for name in ("teacher", "student"))
     deformation = [(fit["layer"], fit["kind"]) for fit in results["layers"] if fit["field"] == "temporal_distortion"]
     # hidden layers 1 and 2 are EUGen (the method's default), the offset layer after them is refitted
     assert deformation == [("mlp_deform.layers.1", "eugen"), ("mlp_deform.layers.2", "eugen"),

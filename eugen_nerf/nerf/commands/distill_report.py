@@ -8,10 +8,25 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eugen_nerf.errors import one_line_message
 from eugen_nerf.nerf.engine.runs import load_pipeline
 
 METRICS = ("test_psnr", "test_ssim", "test_lpips")
 TIMED_POINTS = 65_536  # as eugen bench nerf times the MLPs
+
+
+def evaluate_student(teacher_config: Path, student_config: Path, test_views: int | None, repeats: int,
+                     console: Console) -> dict:
+    """compare_with_teacher, printed; a failure is reported, not raised: the student run is written by then."""
+    try:
+        report = compare_with_teacher(teacher_config, student_config, test_views, repeats)
+    except Exception as error:  # noqa: BLE001 - the distillation succeeded; only its report is missing
+        said = one_line_message(error, error.__traceback__) or f"{type(error).__name__}: {error}"
+        console.print(f"[yellow]the student run is written ({student_config}), but its evaluation failed: {said}; "
+                      "ns-eval and eugen bench nerf can score and time it[/yellow]")
+        return {"error": said}
+    print_comparison(report, console)
+    return report
 
 
 def compare_with_teacher(teacher_config: Path, student_config: Path, test_views: int | None, repeats: int) -> dict:
@@ -22,7 +37,7 @@ def compare_with_teacher(teacher_config: Path, student_config: Path, test_views:
 
     pipelines = {"teacher": load_pipeline(teacher_config, "--load-config", test_mode="test")[0],
                  "student": load_pipeline(student_config, "the student run", test_mode="test")[0]}
-    quality = {name: evaluate_pipeline(pipeline, test_views) for name, pipeline in pipelines.items()}
+    quality = {name: evaluate_pipeline(pipeline, test_views, true_depth=False) for name, pipeline in pipelines.items()}
     speed = compare_pipelines(pipelines, TIMED_POINTS, repeats, images=1)
     report: dict = {"test_views": quality["teacher"]["test_views"], "points": TIMED_POINTS, "repeats": repeats}
     for name in pipelines:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import math
 import time
@@ -42,7 +43,7 @@ from eugen_nerf.errors import InputError, check_flag_choice
 from eugen_nerf.layers.distill import distill_linear, fit_linear
 from eugen_nerf.layers.eugen import EUGenLinear
 from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
-from eugen_nerf.nerf.commands.distill_report import compare_with_teacher, print_comparison
+from eugen_nerf.nerf.commands.distill_report import evaluate_student
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_path, latest_checkpoint, save_atomically
 from eugen_nerf.nerf.engine.runs import eval_setup_of, read_run_config
 
@@ -556,8 +557,9 @@ class Distill:
     evaluate: bool = True
     """After writing the student: evaluate it and the teacher on the test split and time both side by side
     (eugen bench nerf's measurement), the report's last part (distill.json "evaluation")."""
-    evaluate_views: int | None = None
-    """With --evaluate: the first N test views only (default: all)."""
+    evaluate_views: int | None = 10
+    """With --evaluate: the first N test views only (None: all; a full-size scene's whole test split takes
+    long to render twice on a CPU)."""
     speed_repeats: int = 5
     """With --evaluate: timed repeats of each run (medians)."""
     seed: int = 0
@@ -664,11 +666,11 @@ class Distill:
         (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
         print_fits(results, self.console)
         if self.evaluate:
-            del teacher, student, samples  # the comparison loads both runs from their folders, as a user would
-            results["evaluation"] = compare_with_teacher(self.load_config, output / "config.yml",
-                                                         self.evaluate_views, self.speed_repeats)
+            del teacher, student, samples, weights  # the comparison loads both runs from their folders, as a user would
+            gc.collect()
+            results["evaluation"] = evaluate_student(self.load_config, output / "config.yml", self.evaluate_views,
+                                                     self.speed_repeats, self.console)
             (output / "distill.json").write_text(json.dumps(results, indent=1) + "\n")
-            print_comparison(results["evaluation"], self.console)
         return results
 
     def refit_on_pixels(self, teacher, student) -> dict:
