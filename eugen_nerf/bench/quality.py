@@ -49,7 +49,9 @@ from eugen_nerf.presets import Preset, load_preset
 
 FAILED_TRAIN_PSNR_DB = 3.0  # a run this far below the preset's best train PSNR did not learn the scene
 DEPTH_FACTOR = 5.0  # median test depths of runs that learned the same scene agree within this factor
-TRUE_DEPTH_FACTOR = 3.0  # rendered ray distance against the depth images' z: within this factor when learned
+# the rendered median (opaque pixels) against the depth images' (distance along the rays): runs that learned
+# the scene agree within this factor, a scene put at twice its depth does not
+TRUE_DEPTH_FACTOR = 1.5
 FINAL_FRACTION = 0.1  # the final train PSNR is the mean over this last part of the logged steps
 OPAQUE = 0.5  # pixels rendered with more accumulation than this have a depth that means something
 # Learning curves are the PSNR of each logged batch's colour loss (an MSE in every method here; the fine
