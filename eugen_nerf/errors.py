@@ -97,6 +97,12 @@ def one_line_message(error: BaseException, trace: TracebackType | None) -> str |
     return message
 
 
+def error_summary(error: BaseException) -> str:
+    """One line for any error caught where a failure is reported instead of raised: its one-line message,
+    else its type and text."""
+    return one_line_message(error, error.__traceback__) or f"{type(error).__name__}: {error}"
+
+
 def _excepthook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
     message = one_line_message(error, trace)
     if message is not None:

@@ -43,7 +43,7 @@ from rich.console import Console
 
 from eugen_nerf.bench.report import cell, final_image_metric, pyplot, run_scalars
 from eugen_nerf.bench.timing import command_line, today, write_json_results
-from eugen_nerf.errors import InputError, one_line_message
+from eugen_nerf.errors import InputError, error_summary
 from eugen_nerf.nerf.engine.checkpoints import checkpoint_step, latest_checkpoint
 from eugen_nerf.presets import Preset, load_preset
 
@@ -278,7 +278,7 @@ class BenchQuality:
         try:
             row.update(evaluate_run(folder / "config.yml", self.test_views))
         except Exception as error:  # noqa: BLE001 - one run's failed evaluation is that run's result, not the bench's
-            said = one_line_message(error, error.__traceback__) or f"{type(error).__name__}: {error}"
+            said = error_summary(error)
             row["failed"].append(f"evaluation failed: {said}")
             return row
         if not math.isfinite(row["test_psnr"]):
@@ -352,17 +352,18 @@ def final_value(pairs: list[list[float]]) -> float | None:
 
 
 def evaluate_run(config_path: Path, test_views: int | None) -> dict:
-    """evaluate_pipeline of a run's pipeline."""
+    """evaluate_pipeline of a run's pipeline, and the scene's own median depth (its depth images)."""
     from eugen_nerf.nerf.engine.runs import load_pipeline
 
     pipeline, _, _ = load_pipeline(config_path, "run", test_mode="test")
-    return evaluate_pipeline(pipeline, test_views)
+    return {**evaluate_pipeline(pipeline, test_views),
+            "true_median_depth": _rounded(true_median_depth(pipeline.datamanager.eval_dataset, test_views))}
 
 
-def evaluate_pipeline(pipeline, test_views: int | None, true_depth: bool = True) -> dict:
+def evaluate_pipeline(pipeline, test_views: int | None) -> dict:
     """Test-split PSNR / SSIM / LPIPS (nerfstudio's per-image metrics, averaged) and the median depth of the
-    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth;
-    true_depth: also the scene's own (its depth images). The pipeline is loaded in test mode."""
+    pixels rendered opaque (accumulation above OPAQUE): an object scene's background is not the scene's depth.
+    The pipeline is loaded in test mode."""
     model = pipeline.model
     metrics: dict[str, list[float]] = {}
     depths: list[torch.Tensor] = []
@@ -385,8 +386,6 @@ def evaluate_pipeline(pipeline, test_views: int | None, true_depth: bool = True)
         "test_lpips": _rounded(final_image_metric(averaged, "lpips")),
         "test_views": len(next(iter(metrics.values()), [])),
         "median_test_depth": _rounded(float(torch.cat(depths).median())) if sum(map(len, depths)) else None,
-        "true_median_depth": _rounded(true_median_depth(pipeline.datamanager.eval_dataset, test_views))
-        if true_depth else None,
         "near_plane": collider.get("near_plane"),
     }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from eugen_nerf.errors import one_line_message
+from eugen_nerf.errors import error_summary
 from eugen_nerf.nerf.engine.runs import load_pipeline
 
 METRICS = ("test_psnr", "test_ssim", "test_lpips")
@@ -21,7 +21,7 @@ def evaluate_student(teacher_config: Path, student_config: Path, test_views: int
     try:
         report = compare_with_teacher(teacher_config, student_config, test_views, repeats)
     except Exception as error:  # noqa: BLE001 - the distillation succeeded; only its report is missing
-        said = one_line_message(error, error.__traceback__) or f"{type(error).__name__}: {error}"
+        said = error_summary(error)
         console.print(f"[yellow]the student run is written ({student_config}), but its evaluation failed: {said}; "
                       "ns-eval and eugen bench nerf can score and time it[/yellow]")
         return {"error": said}
@@ -37,7 +37,7 @@ def compare_with_teacher(teacher_config: Path, student_config: Path, test_views:
 
     pipelines = {"teacher": load_pipeline(teacher_config, "--load-config", test_mode="test")[0],
                  "student": load_pipeline(student_config, "the student run", test_mode="test")[0]}
-    quality = {name: evaluate_pipeline(pipeline, test_views, true_depth=False) for name, pipeline in pipelines.items()}
+    quality = {name: evaluate_pipeline(pipeline, test_views) for name, pipeline in pipelines.items()}
     speed = compare_pipelines(pipelines, TIMED_POINTS, repeats, images=1)
     report: dict = {"test_views": quality["teacher"]["test_views"], "points": TIMED_POINTS, "repeats": repeats}
     for name in pipelines:
