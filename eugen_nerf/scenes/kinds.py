@@ -149,6 +149,9 @@ class SceneOptions:
     fine_detail: bool = False
     """The harder scene: patterns twice as fine with a finer one over them, and thin structures (rods and a
     hoop on the object, a fence of poles in the unbounded scene); the rgbd room is unchanged."""
+    pixel_samples: int = 1
+    """Rays per pixel along each axis: n > 1 averages n x n rays over each pixel (as a camera integrates
+    over its pixel, anti-aliased); 1 point-samples the pixel centre. Depth images hold the centre's depth."""
 
     def validate(self, positive: dict[str, float], angles: dict[str, float] | None = None) -> None:
         """Check width, height, the kind's own `positive` flags (counts and finite sizes) and its
@@ -161,6 +164,8 @@ class SceneOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be an angle in radians in (0, pi), got {value}")
         if not (math.isfinite(self.specular) and self.specular >= 0):
             raise InputError(f"--specular must be >= 0, got {self.specular}")
+        if self.pixel_samples < 1:
+            raise InputError(f"--pixel-samples must be 1 or more, got {self.pixel_samples}")
         try:
             self.output.mkdir(parents=True, exist_ok=True)
             probe = self.output / ".eugen-write-test"
@@ -189,17 +194,19 @@ def _write_view(
     scene: Scene,
     intr: Intrinsics,
     pose: np.ndarray,
-    specular: float,
+    opts: SceneOptions,
     image_path: Path,
     depth_path: Path,
     depth_scale: float = DEPTH_SCALE,
     alpha: bool = False,
 ) -> None:
-    """Render one view; write its image (RGBA where `alpha`; JPEG by suffix) and its 16-bit depth PNG."""
-    rgb, hit, depth = render_view(scene, intr, pose, specular)
-    image = to_uint8(rgb)
+    """Render one view; write its image (RGBA where `alpha`, else the colour over black; JPEG by suffix) and
+    its 16-bit depth PNG."""
+    rgb, coverage, depth = render_view(scene, intr, pose, opts.specular, opts.pixel_samples)
     if alpha:
-        image = np.concatenate([image, (hit * 255).astype(np.uint8)[..., None]], axis=-1)
+        image = np.concatenate([to_uint8(rgb), to_uint8(coverage)[..., None]], axis=-1)
+    else:
+        image = to_uint8(rgb * coverage[..., None])
     for path in (image_path, depth_path):
         path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(image_path, image, **({"quality": 95} if image_path.suffix == ".jpg" else {}))
@@ -272,7 +279,7 @@ def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, 
                     scene,
                     intr,
                     pose,
-                    opts.specular,
+                    opts,
                     out / split / f"r_{index}.png",
                     out / split / f"r_{index}_depth.png",
                     alpha=True,
@@ -321,7 +328,7 @@ class UnboundedScene(SceneOptions):
                 eye = np.array([radius * math.cos(azimuth), radius * math.sin(azimuth), height])
                 pose = look_at(eye, np.array([0.0, 0.0, 0.4]) + rng.uniform(-0.15, 0.15, 3))
                 name, depth_name = f"images/frame_{index:05d}.png", f"depth/frame_{index:05d}.png"
-                _write_view(scene, intr, pose, self.specular, out / name, out / depth_name)
+                _write_view(scene, intr, pose, self, out / name, out / depth_name)
                 frames.append(
                     {"file_path": name, "depth_file_path": depth_name, "transform_matrix": np.round(pose, 8).tolist()}
                 )
@@ -396,7 +403,7 @@ class RGBDScene(SceneOptions):
                     scene,
                     intr,
                     pose,
-                    self.specular,
+                    self,
                     out / "results" / f"frame{index:06d}.jpg",
                     out / "results" / f"depth{index:06d}.png",
                     self.depth_scale,

@@ -126,9 +126,12 @@ class Intrinsics:
         return cls(width, height, focal, focal, width / 2.0, height / 2.0)
 
 
-def camera_rays(intr: Intrinsics, pose_gl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel origins and unit directions (H*W, 3), and each direction's z in the camera (cos to axis)."""
-    i, j = np.meshgrid(np.arange(intr.width) + 0.5, np.arange(intr.height) + 0.5)
+def camera_rays(
+    intr: Intrinsics, pose_gl: np.ndarray, offset: tuple[float, float] = (0.5, 0.5)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel origins and unit directions (H*W, 3), and each direction's z in the camera (cos to axis);
+    each ray passes through its pixel at `offset` (x, y in [0, 1]; the centre by default)."""
+    i, j = np.meshgrid(np.arange(intr.width) + offset[0], np.arange(intr.height) + offset[1])
     dirs_cam = np.stack([(i - intr.cx) / intr.fx, -(j - intr.cy) / intr.fy, -np.ones_like(i)], -1).reshape(-1, 3)
     norms = np.linalg.norm(dirs_cam, axis=1, keepdims=True)
     directions = (dirs_cam / norms) @ pose_gl[:3, :3].T
@@ -137,15 +140,31 @@ def camera_rays(intr: Intrinsics, pose_gl: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def render_view(
-    scene: Scene, intr: Intrinsics, pose_gl: np.ndarray, specular: float = 0.0
+    scene: Scene, intr: Intrinsics, pose_gl: np.ndarray, specular: float = 0.0, pixel_samples: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """RGB (H, W, 3) float, alpha (H, W) bool, z-depth (H, W) in scene units (0 where empty)."""
+    """Colour (H, W, 3) float of the surfaces each pixel sees (0 where it sees none), their coverage of the
+    pixel (H, W) in [0, 1], and the z-depth (H, W) of the pixel centre's ray in scene units (0 where empty).
+
+    With `pixel_samples` n > 1, colour and coverage average n x n rays on a regular grid over each pixel, as a
+    camera integrates the light over its pixel; one ray through the centre point-samples the pattern, which
+    aliases patterns finer than two pixels differently in every view."""
     origins, directions, cos_axis = camera_rays(intr, pose_gl)
     rgb, t = scene.shade(origins, directions, specular)
     hit = np.isfinite(t)
     depth = np.where(hit, t * cos_axis, 0.0)
+    if pixel_samples > 1:
+        total, hits = np.zeros_like(rgb), np.zeros(len(t))
+        for row in range(pixel_samples):
+            for column in range(pixel_samples):
+                offset = ((column + 0.5) / pixel_samples, (row + 0.5) / pixel_samples)
+                colour, distance = scene.shade(*camera_rays(intr, pose_gl, offset)[:2], specular)
+                total += colour  # shade gives 0 where a ray hits nothing
+                hits += np.isfinite(distance)
+        rgb, coverage = total / np.maximum(hits, 1)[:, None], hits / pixel_samples**2
+    else:
+        coverage = hit.astype(np.float64)
     shape = (intr.height, intr.width)
-    return rgb.reshape(*shape, 3), hit.reshape(shape), depth.reshape(shape)
+    return rgb.reshape(*shape, 3), coverage.reshape(shape), depth.reshape(shape)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

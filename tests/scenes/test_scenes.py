@@ -16,7 +16,8 @@ import torch
 from scipy.ndimage import map_coordinates
 
 from eugen_nerf.cli import main
-from eugen_nerf.scenes.kinds import BlenderScene, DNeRFScene, RGBDScene, UnboundedScene
+from eugen_nerf.scenes.kinds import BlenderScene, DNeRFScene, RGBDScene, UnboundedScene, object_parts, unbounded_parts
+from eugen_nerf.scenes.render import Intrinsics, Scene, look_at, render_view
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,29 @@ def test_same_seed_same_bytes(tmp_path, kind):
     assert _digest(make(tmp_path / "c", 4)) != _digest(make(tmp_path / "a", 3))
 
 
+def test_pixel_samples_average_the_rays_over_each_pixel():
+    """n x n rays per pixel are the box-filtered render at n times the resolution: colour, and coverage where
+    the object's silhouette cuts a pixel; the depth stays the pixel centre's."""
+    pose = look_at(np.array([3.0, 0.5, 1.2]), np.zeros(3))
+    small, large = Intrinsics.from_fov(24, 18, 1.2), Intrinsics.from_fov(96, 72, 1.2)
+    for scene in (Scene(unbounded_parts(fine_detail=True)), Scene(object_parts(fine_detail=True))):
+        rgb, coverage, depth = render_view(scene, small, pose, 0.5, pixel_samples=4)
+        fine_rgb, fine_coverage, _ = render_view(scene, large, pose, 0.5)
+        blocks = fine_coverage.reshape(18, 4, 24, 4).sum((1, 3))
+        straight = (fine_rgb.reshape(18, 4, 24, 4, 3).sum((1, 3))) / np.maximum(blocks, 1)[..., None]
+        assert np.allclose(coverage, blocks / 16) and np.allclose(rgb, straight, atol=1e-9)
+        point_rgb, point_coverage, point_depth = render_view(scene, small, pose, 0.5)
+        assert np.array_equal(point_depth, depth) and not np.allclose(point_rgb, rgb, atol=0.02)
+    assert ((coverage > 0) & (coverage < 1)).any()  # the object scene's silhouette: partly covered pixels
+
+
+def test_pixel_samples_one_is_the_point_sampled_scene(tmp_path):
+    a = UnboundedScene(output=tmp_path / "a", width=20, height=15, views=2, test_every=2).run()
+    b = UnboundedScene(output=tmp_path / "b", width=20, height=15, views=2, test_every=2, pixel_samples=1).run()
+    c = UnboundedScene(output=tmp_path / "c", width=20, height=15, views=2, test_every=2, pixel_samples=3).run()
+    assert _digest(a) == _digest(b) != _digest(c)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -187,6 +211,7 @@ def test_same_seed_same_bytes(tmp_path, kind):
         (["scene", "blender", "--camera-angle-x", "0"], "--camera-angle-x"),
         (["scene", "dnerf", "--camera-angle-x", "-0.5"], "--camera-angle-x"),
         (["scene", "unbounded", "--fov-x", "3.2"], "--fov-x"),
+        (["scene", "unbounded", "--pixel-samples", "0"], "--pixel-samples"),
         (["scene", "rgbd", "--output", "/proc/no-such-dir/x"], "--output"),
     ],
 )
