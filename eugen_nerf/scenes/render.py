@@ -149,11 +149,12 @@ def render_view(
     camera integrates the light over its pixel; one ray through the centre point-samples the pattern, which
     aliases patterns finer than two pixels differently in every view."""
     origins, directions, cos_axis = camera_rays(intr, pose_gl)
-    rgb, t = scene.shade(origins, directions, specular)
-    hit = np.isfinite(t)
-    depth = np.where(hit, t * cos_axis, 0.0)
-    if pixel_samples > 1:
-        total, hits = np.zeros_like(rgb), np.zeros(len(t))
+    if pixel_samples == 1:
+        rgb, t = scene.shade(origins, directions, specular)
+        coverage = np.isfinite(t).astype(np.float64)
+    else:  # the centre ray gives the depth only: cast, not shaded
+        t = scene.cast(origins, directions)["t_hit"].astype(np.float64)
+        total, hits = np.zeros((len(t), 3)), np.zeros(len(t))
         for row in range(pixel_samples):
             for column in range(pixel_samples):
                 offset = ((column + 0.5) / pixel_samples, (row + 0.5) / pixel_samples)
@@ -161,8 +162,7 @@ def render_view(
                 total += colour  # shade gives 0 where a ray hits nothing
                 hits += np.isfinite(distance)
         rgb, coverage = total / np.maximum(hits, 1)[:, None], hits / pixel_samples**2
-    else:
-        coverage = hit.astype(np.float64)
+    depth = np.where(np.isfinite(t), t * cos_axis, 0.0)
     shape = (intr.height, intr.width)
     return rgb.reshape(*shape, 3), coverage.reshape(shape), depth.reshape(shape)
 
