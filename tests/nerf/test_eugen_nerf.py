@@ -727,6 +727,28 @@ def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
     assert refit.loss(*refit.weights(), targets) < 1e-5
 
 
+def test_pixel_refit_of_an_empty_field_stops_without_a_step(tiny_runs):
+    """Where every sample is empty, no head weight moves a pixel (a Jacobian of zeros, its normal equations
+    singular): the refit leaves the heads as they are instead of failing in the solver."""
+    from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
+    from eugen_nerf.nerf.commands.distill_run import samples_of, training_rays
+    from eugen_nerf.nerf.engine.runs import eval_setup_of
+
+    _, pipeline, _, _ = eval_setup_of(tiny_runs["dense"], "--load-config")
+    model = pipeline.model
+    cameras = pipeline.datamanager.train_dataset.cameras
+    bundle, _, _ = training_rays(model, cameras, 32, torch.Generator().manual_seed(3))
+    refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+    density_weights, rgb_weights = refit.weights()
+    density_weights[:, -1] = -1e4  # the density's bias: softplus is exactly 0, and so is its slope
+    refit.set_weights(density_weights, rgb_weights)
+    jtj, _ = refit.normal_equations(density_weights, rgb_weights, torch.rand(len(bundle), 3))
+    assert float(jtj.abs().max()) == 0.0
+    report = refit.fit(torch.rand(len(bundle), 3), steps=3)
+    assert report["steps"] == 0 and report["psnr_after"] == report["psnr_before"]
+    assert all(torch.equal(a, b) for a, b in zip(refit.weights(), (density_weights, rgb_weights), strict=True))
+
+
 def sphere_teacher(dense_config: Path, output: Path, steps: int = 600) -> Path:
     """A dense run whose fields hold a coloured ball of radius 1 (density 20 inside, 0 outside), regressed
     on the fields' own samples of the training rays in seconds; its config.yml."""

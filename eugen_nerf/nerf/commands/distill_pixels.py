@@ -102,12 +102,14 @@ class PixelRefit:
         taken = 0
         for _ in range(steps):
             jtj, jtr = self.normal_equations(density_weights, rgb_weights, targets)
+            if not (torch.isfinite(jtj).all() and torch.isfinite(jtr).all()) or float(jtj.diagonal().max()) <= 0:
+                break  # no weight moves any pixel (every sample empty or saturated), or the Jacobian overflowed
             scale = jtj.diagonal() + jtj.diagonal().mean() * 1e-6  # Marquardt's scaling, kept off zero
             while damping <= 1e4:
-                step = torch.linalg.solve(jtj + damping * torch.diag(scale), -jtr)
+                step, failed = torch.linalg.solve_ex(jtj + damping * torch.diag(scale), -jtr)
                 trial = (density_weights + step[:split].reshape(density_weights.shape),
                          rgb_weights + step[split:].reshape(rgb_weights.shape))
-                trial_loss = self.loss(*trial, targets)
+                trial_loss = float("inf") if failed else self.loss(*trial, targets)
                 if trial_loss < loss:
                     (density_weights, rgb_weights), loss, damping = trial, trial_loss, max(damping / 3, 1e-7)
                     taken += 1
