@@ -100,3 +100,19 @@ def train():
 def ns():
     """`run_ns`: a nerfstudio command in a subprocess."""
     return run_ns
+
+
+def assert_load_record(load: dict, noisy: bool | None) -> None:
+    """A benchmark's measured load (`MachineLoad.as_dict()`) and its verdict agree."""
+    if load["others_cpu_share"] is None:  # no /proc: not measured, and not called quiet
+        assert noisy is None
+        return
+    assert 0 <= load["others_cpu_share"] <= 1 and 0 <= load["steal_share"] <= 1 and load["threads"] >= 1
+    in_cores = max(load["others_cpu_share"], load["steal_share"]) * load["cores"]
+    assert noisy == (in_cores > load["busy_above_per_thread"] * load["threads"])
+
+
+@pytest.fixture(scope="session")
+def check_load():
+    """`assert_load_record`: a benchmark's load record is consistent with its NOISY verdict."""
+    return assert_load_record

@@ -9,7 +9,7 @@ import sys
 from eugen_nerf.cli import main
 
 
-def test_bench_layers_writes_json(tmp_path, capsys):
+def test_bench_layers_writes_json(tmp_path, capsys, check_load):
     out = tmp_path / "bench.json"
     code = main(
         [
@@ -50,7 +50,9 @@ def test_bench_layers_writes_json(tmp_path, capsys):
         "speedup_bundled",
     }
     assert mlp["bundled_relative_difference"] < 1e-4
-    assert "EUGen bundled" in capsys.readouterr().out
+    check_load(results["machine_load"], results["noisy"])
+    printed = capsys.readouterr().out
+    assert "EUGen bundled" in printed and ("NOISY" in printed) == bool(results["noisy"])
 
 
 def test_bad_flag_value_is_one_line_error(capsys):

@@ -14,7 +14,9 @@ from rich.table import Table
 from torch import nn
 
 from eugen_nerf.bench.timing import (
+    MachineLoad,
     command_line,
+    load_verdict,
     machine_description,
     medians,
     peak_memory_mb,
@@ -78,10 +80,11 @@ class BenchLayers:
             "huge_page_allocation": os.environ.get(THP_VARIABLE) == "1",
             "soft_normalize": self.soft_normalize,
         }
-        with Progress(console=self.console, transient=True) as progress:
+        with Progress(console=self.console, transient=True) as progress, MachineLoad() as load:
             task = progress.add_task("benchmarking layers", total=len(grid) + 2)
             results["layers"] = [self._layer_row(k, m, device) for k, m in _advance(progress, task, grid)]
             results["mlp"] = self._mlp_row(device, progress, task)
+        results["machine_load"], results["noisy"] = load.as_dict(), load.busy
         self._print(results)
         write_json_results(results, self.output, self.console)
         return results
@@ -230,6 +233,7 @@ class BenchLayers:
             f"bundled vs unbundled relative difference: {mlp['bundled_relative_difference']:.1e}; "
             f"parameters dense {mlp['parameters_dense']:,}, EUGen {mlp['parameters_eugen']:,}"
         )
+        self.console.print(load_verdict(results["machine_load"], results["noisy"]))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from eugen_nerf.bench.timing import (
-    BUSY_SHARE,
     MachineLoad,
     command_line,
+    load_verdict,
     machine_description,
     medians,
     relative_spread,
@@ -254,16 +254,7 @@ def print_table(results: dict, console: Console) -> None:
                       with_range(speedup["mlp"], speedup["mlp_range"]),
                       with_range(speedup["image"], speedup["image_range"]))
     console.print(table)
-    load = results.get("machine_load", {})
-    if results.get("noisy") is None:
-        console.print("[yellow]machine load not measured[/yellow] (no /proc): check by hand that nothing else ran")
-    elif results["noisy"]:
-        console.print(f"[yellow]NOISY[/yellow]: while timing, other processes used {load['others_cpu_share']:.0%} and "
-                      f"other machines (steal) {load['steal_share']:.0%} of the {load['cores']} cores (limit: "
-                      f"{BUSY_SHARE:.0%} of a core per thread timed); the machine was busy, do not report these ratios")
-    else:
-        console.print(f"machine quiet while timing: other processes {load['others_cpu_share']:.1%}, steal "
-                      f"{load['steal_share']:.1%} of the CPU")
+    console.print(load_verdict(results.get("machine_load", {}), results.get("noisy")))
     console.print("field speed-up: time of one pass through all the fields (dense / EUGen); MLP speed-up: the "
                   "same without the frustum encodings both twins share (mip-NeRF 360, Zip-NeRF)")
 

@@ -16,7 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from eugen_nerf.bench.report import run_scalars
-from eugen_nerf.bench.timing import NOISY_SPREAD, command_line, relative_spread, today, write_json_results
+from eugen_nerf.bench.timing import (
+    MachineLoad,
+    any_noisy,
+    command_line,
+    load_verdict,
+    relative_spread,
+    today,
+    write_json_results,
+)
 from eugen_nerf.errors import InputError
 from eugen_nerf.presets import load_preset
 
@@ -86,16 +94,20 @@ class BenchScaling:
             raise InputError(f"--processes must be 1 or more each, got {self.processes}")
         for preset in self.presets:
             load_preset(preset)  # a wrong name is one line before anything trains
-        samples: dict[tuple[str, str, int], list[float]] = {}
+        samples: dict[tuple[str, str, int], list[tuple[float, MachineLoad]]] = {}
         with tempfile.TemporaryDirectory(prefix="eugen-bench-scaling-") as folder:
             for repeat in range(self.repeats):
                 for preset in self.presets:
                     for twin in self.twins:
                         for count in self.processes:
-                            rate = self.train(preset, twin, count, Path(folder) / f"{preset}-{twin}-{count}-{repeat}")
-                            samples.setdefault((preset, twin, count), []).append(rate)
+                            # the training processes are this benchmark's children: their work is its own
+                            with MachineLoad(threads=count * self.threads_per_process, children=True) as load:
+                                rate = self.train(preset, twin, count,
+                                                  Path(folder) / f"{preset}-{twin}-{count}-{repeat}")
+                            samples.setdefault((preset, twin, count), []).append((rate, load))
+                            noisy = {True: " NOISY (the machine was busy)", False: "", None: ""}[load.busy]
                             self.console.print(f"{preset} {twin} on {count} process(es), run {repeat + 1}: "
-                                               f"{rate:,.0f} rays/s")
+                                               f"{rate:,.0f} rays/s{noisy}")
         results = self.summarise(samples)
         self.print_table(results)
         write_json_results(results, self.output, self.console)
@@ -115,19 +127,23 @@ class BenchScaling:
         runs = list(output.glob("scaling/*/run"))
         return rays_per_second(runs[0])
 
-    def summarise(self, samples: dict[tuple[str, str, int], list[float]]) -> dict:
+    def summarise(self, samples: dict[tuple[str, str, int], list[tuple[float, MachineLoad]]]) -> dict:
         rows = []
-        for (preset, twin, count), rates in samples.items():
+        for (preset, twin, count), runs in samples.items():
+            rates, loads = [rate for rate, _ in runs], [load for _, load in runs]
             median = statistics.median(rates)
-            spread = relative_spread(rates)
-            one = statistics.median(samples.get((preset, twin, 1), [float("nan")]))
+            one = statistics.median([rate for rate, _ in samples.get((preset, twin, 1), [(float("nan"), None)])])
             rows.append({
                 "preset": preset, "twin": twin, "processes": count, "rays_per_second": round(median, 1),
-                "repeats": [round(rate, 1) for rate in rates], "spread": round(spread, 3),
-                "noisy": spread > NOISY_SPREAD, "speed_up_over_one_process": round(median / one, 3),
+                "repeats": [round(rate, 1) for rate in rates], "spread": round(relative_spread(rates), 3),
+                "speed_up_over_one_process": round(median / one, 3),
+                # each repeat's measured load; noisy: any repeat ran beside another job (None: not measured)
+                "machine_load": [load.as_dict() for load in loads],
+                "noisy": any_noisy(load.busy for load in loads),
             })
         return {"date": today(), "command": command_line("eugen bench scaling"), "cpu_count": os.cpu_count(),
-                "threads_per_process": self.threads_per_process, "steps": self.steps, "rows": rows}
+                "threads_per_process": self.threads_per_process, "steps": self.steps, "rows": rows,
+                "noisy": any_noisy(row["noisy"] for row in rows)}
 
     def print_table(self, results: dict) -> None:
         table = Table(title=f"Training throughput, {results['threads_per_process']} thread(s) per process")
@@ -138,3 +154,6 @@ class BenchScaling:
             table.add_row(row["preset"], row["twin"], str(row["processes"]), f"{row['rays_per_second']:,.0f}",
                           spread, f"{row['speed_up_over_one_process']:.2f}")
         self.console.print(table)
+        busiest = max((load for row in results["rows"] for load in row["machine_load"]),  # against its limit
+                      key=lambda load: max(load["others_cpu_share"] or 0, load["steal_share"] or 0) / load["threads"])
+        self.console.print(load_verdict(busiest, results["noisy"]) + " (the busiest run)")

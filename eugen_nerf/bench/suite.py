@@ -24,7 +24,15 @@ from rich.progress import Progress
 
 from eugen_nerf.bench.nerf import compare_pipelines
 from eugen_nerf.bench.report import cell, final_image_metric, pyplot
-from eugen_nerf.bench.timing import command_line, machine_description, peak_memory_mb, today, write_json_results
+from eugen_nerf.bench.timing import (
+    any_noisy,
+    command_line,
+    load_verdict,
+    machine_description,
+    peak_memory_mb,
+    today,
+    write_json_results,
+)
 from eugen_nerf.errors import InputError
 from eugen_nerf.nerf.engine.runs import load_pipeline, read_run_config
 
@@ -115,6 +123,8 @@ class BenchSuite:
             results["machine"] = first.pop("machine")
         for line in missing:
             self.console.print(f"[yellow]missing[/yellow] {line}")
+        for method, entry in results["methods"].items():
+            self.console.print(f"{method}: " + load_verdict(entry["machine_load"], entry["noisy"]))
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_json_results(results, self.output_dir / "suite.json", self.console)
         table = markdown_table(results)
@@ -147,13 +157,16 @@ class BenchSuite:
                              "psnr": metrics["psnr"], "ssim": final_image_metric(metrics, "ssim"),
                              "lpips": final_image_metric(metrics, "lpips"), "peak_memory_mb": memory}
         progress.update(task, advance=1, description=f"{method}: speed-up against m")
-        sweep = {}
+        sweep, sweep_noisy = {}, {}
         for m in self.num_features:
             twin = untrained_twin(eugen_runs[0].config, pipelines["dense"].device, m)
-            sweep[m] = compare_pipelines({"dense": pipelines["dense"], "eugen": twin}, self.points, self.repeats,
-                                         images=0)["speedup"]["eugen"]["mlp"]
+            timed = compare_pipelines({"dense": pipelines["dense"], "eugen": twin}, self.points, self.repeats,
+                                      images=0)
+            sweep[m], sweep_noisy[m] = timed["speedup"]["eugen"]["mlp"], timed["noisy"]
             progress.update(task, advance=1)
-        return {"models": models, "mlp_speedup_by_m": sweep, "machine": machine_description(pipelines["dense"].device)}
+        return {"models": models, "mlp_speedup_by_m": sweep, "machine": machine_description(pipelines["dense"].device),
+                # the trained runs' timing; noisy: it or any sweep timing ran on a busy machine
+                "machine_load": timing["machine_load"], "noisy": any_noisy([timing["noisy"], *sweep_noisy.values()])}
 
 
 def untrained_twin(config_path: Path, device: torch.device, num_features: int):

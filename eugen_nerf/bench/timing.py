@@ -28,7 +28,6 @@ def time_interleaved(
     return medians(timed_samples(fns, repeats, warmup, device))
 
 
-NOISY_SPREAD = 0.10  # repeats further apart than this (relative to their median): a machine too busy to trust
 BUSY_SHARE = 0.10  # other processes' (or other machines') CPU, per thread the benchmark uses: void above it
 
 
@@ -44,33 +43,46 @@ def _machine_ticks() -> tuple[int, int, int]:
     return user + nice + system + irq + softirq, steal, user + nice + system + idle + iowait + irq + softirq + steal
 
 
-def _own_ticks() -> int:
-    """User and system clock ticks of this process, all its threads, from /proc/self/stat."""
+def _own_ticks(children: bool) -> int:
+    """User and system clock ticks of this process, all its threads, from /proc/self/stat; with
+    `children`, also those of its child processes that have ended and been waited for."""
     fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()  # after the command name
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    own = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return own + (int(fields[13]) + int(fields[14]) if children else 0)  # cutime, cstime (16 and 17)
 
 
-def _ticks() -> tuple[int, int, int, int] | None:
+def _ticks(children: bool) -> tuple[int, int, int, int] | None:
     try:
-        return (*_machine_ticks(), _own_ticks())
+        return (*_machine_ticks(), _own_ticks(children))
     except (OSError, ValueError, IndexError):
         return None
 
 
 class MachineLoad:
     """What else ran on the machine while a benchmark timed: the share of all cores' time used by other
-    processes (a child process of the benchmark counts as other), and the share the hypervisor gave to
-    other machines (steal). Read from /proc on Linux; None elsewhere. The spread of the repeats cannot
-    tell this: on the shared VMs here single slow repeats come and go on an idle machine, while a second
-    job slows every repeat alike. Busy: either, in cores, above BUSY_SHARE of torch's threads."""
+    processes, and the share the hypervisor gave to other machines (steal). Read from /proc on Linux;
+    None elsewhere. The spread of the repeats cannot tell this: on the shared VMs here single slow repeats
+    come and go on an idle machine, while a second job slows every repeat alike. Busy: either, in cores,
+    above BUSY_SHARE of the threads timed.
+
+    Args:
+        threads: the threads the timed work runs on (torch's, by default).
+        children: count the benchmark's own child processes as its work, not as another job's (for a
+            benchmark that times runs it starts as subprocesses; each must have ended and been waited for
+            before the block ends). Without it a child process counts as other.
+    """
+
+    def __init__(self, threads: int | None = None, children: bool = False) -> None:
+        self.threads, self.children = threads, children
+        self.others = self.steal = None
 
     def __enter__(self) -> MachineLoad:
-        self._start = _ticks()
+        self._start = _ticks(self.children)
         self.others = self.steal = None
         return self
 
     def __exit__(self, *exc) -> None:
-        end = _ticks()
+        end = _ticks(self.children)
         if self._start is None or end is None:
             return
         busy, steal, total, own = (after - before for after, before in zip(end, self._start, strict=True))
@@ -79,16 +91,38 @@ class MachineLoad:
             self.steal = round(steal / total, 4)
 
     @property
+    def timed_threads(self) -> int:
+        return self.threads or torch.get_num_threads()
+
+    @property
     def busy(self) -> bool | None:
         """None where the load could not be read."""
         if self.others is None or self.steal is None:
             return None
-        cores, threads = os.cpu_count() or 1, torch.get_num_threads()
-        return max(self.others, self.steal) * cores > BUSY_SHARE * threads
+        return max(self.others, self.steal) * (os.cpu_count() or 1) > BUSY_SHARE * self.timed_threads
 
     def as_dict(self) -> dict:
         return {"others_cpu_share": self.others, "steal_share": self.steal, "cores": os.cpu_count(),
-                "threads": torch.get_num_threads(), "busy_above_per_thread": BUSY_SHARE}
+                "threads": self.timed_threads, "busy_above_per_thread": BUSY_SHARE}
+
+
+def any_noisy(flags) -> bool | None:
+    """Several timings' verdict: busy if any was; else unmeasured (None) if any was; else quiet."""
+    flags = list(flags)
+    return True if True in flags else (None if None in flags else False)
+
+
+def load_verdict(load: dict, noisy: bool | None) -> str:
+    """One console line on a benchmark's measured load (`MachineLoad.as_dict()` and `busy`)."""
+    if noisy is None:
+        return "[yellow]machine load not measured[/yellow] (no /proc): check by hand that nothing else ran"
+    if noisy:
+        return (f"[yellow]NOISY[/yellow]: while timing, other processes used {load['others_cpu_share']:.0%} and "
+                f"other machines (steal) {load['steal_share']:.0%} of the {load['cores']} cores (limit: "
+                f"{load['busy_above_per_thread']:.0%} of a core per thread timed, {load['threads']} threads); the "
+                "machine was busy, do not report these ratios")
+    return (f"machine quiet while timing: other processes {load['others_cpu_share']:.1%}, steal "
+            f"{load['steal_share']:.1%} of the CPU")
 
 
 def medians(samples: dict[str, list[float]]) -> dict[str, float]:

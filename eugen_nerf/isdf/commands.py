@@ -20,7 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eugen_nerf.bench.timing import command_line, machine_description, time_interleaved, today, write_json_results
+from eugen_nerf.bench.timing import (
+    MachineLoad,
+    command_line,
+    load_verdict,
+    machine_description,
+    time_interleaved,
+    today,
+    write_json_results,
+)
 from eugen_nerf.errors import InputError
 from eugen_nerf.isdf.data import DepthStream, GroundTruth
 from eugen_nerf.isdf.evaluation import (
@@ -335,16 +343,18 @@ class IsdfBench:
             trainer.network.eval()
             if trainer.state.frame < 0:
                 trainer.take_frame(0)
-        query = time_interleaved({name: (lambda t=t: query_no_grad(t.network, points)) for name, t in
-                                  trainers.items()}, self.repeats)
-        gradient = time_interleaved({name: (lambda t=t: t.network.with_gradient(points, create_graph=False))
-                                     for name, t in trainers.items()}, self.repeats)
         steps: dict[str, float | None] = dict.fromkeys(trainers)
-        if self.time_training:  # timed training steps change the weights: time them on copies
-            copies = {name: copy.deepcopy(trainer) for name, trainer in trainers.items()}
-            for trainer in copies.values():
-                trainer.network.train()
-            steps.update(time_interleaved({name: trainer.step for name, trainer in copies.items()}, self.repeats))
+        copies = {name: copy.deepcopy(trainer) for name, trainer in trainers.items()} if self.time_training else {}
+        with MachineLoad() as load:
+            query = time_interleaved({name: (lambda t=t: query_no_grad(t.network, points)) for name, t in
+                                      trainers.items()}, self.repeats)
+            gradient = time_interleaved({name: (lambda t=t: t.network.with_gradient(points, create_graph=False))
+                                         for name, t in trainers.items()}, self.repeats)
+            if copies:  # timed training steps change the weights: time them on copies
+                for trainer in copies.values():
+                    trainer.network.train()
+                steps.update(time_interleaved({name: trainer.step for name, trainer in copies.items()},
+                                              self.repeats))
         rows = {}
         for name, trainer in trainers.items():
             rows[name] = {"parameters": sum(p.numel() for p in trainer.network.parameters() if p.requires_grad),
@@ -362,7 +372,8 @@ class IsdfBench:
             row["query_speedup"] = row["query_points_per_s"] / first["query_points_per_s"]
             step_ms = row["train_step_ms"]
             row["train_step_speedup"] = None if step_ms is None else first["train_step_ms"] / step_ms
-        return {"points": self.points, "repeats": self.repeats, "models": rows}
+        return {"points": self.points, "repeats": self.repeats, "models": rows, "machine_load": load.as_dict(),
+                "noisy": load.busy}
 
     def print(self, results: dict) -> None:
         table = Table(title=f"iSDF network, {results['points']:,} points per query")
@@ -377,6 +388,7 @@ class IsdfBench:
                           "-" if step_speedup is None else f"{step_speedup:.2f}x",
                           "-" if l1 is None else f"{l1 * 100:.2f}")
         self.console.print(table)
+        self.console.print(load_verdict(results["machine_load"], results["noisy"]))
 
 
 @torch.no_grad()

@@ -149,7 +149,7 @@ def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, n
     assert last.startswith("error: ") and "no-scene" in last, last
 
 
-def test_bench_scaling_measures_one_and_two_processes(tmp_path):
+def test_bench_scaling_measures_one_and_two_processes(tmp_path, check_load):
     from eugen_nerf.bench.scaling import BenchScaling
 
     results = BenchScaling(twins=("eugen",), steps=12, repeats=1, output=tmp_path / "scaling.json").run()
@@ -160,6 +160,12 @@ def test_bench_scaling_measures_one_and_two_processes(tmp_path):
     ratio = rows[2]["rays_per_second"] / rows[1]["rays_per_second"]
     assert rows[2]["speed_up_over_one_process"] == pytest.approx(ratio, abs=2e-3)
     assert json.loads((tmp_path / "scaling.json").read_text())["rows"] == results["rows"]
+    for row in rows.values():  # each run's load, the training processes counted as the benchmark's own
+        (load,) = row["machine_load"]
+        assert load["threads"] == row["processes"]
+        check_load(load, row["noisy"])
+    flags = [row["noisy"] for row in rows.values()]  # the run's verdict: any busy run; else any unmeasured
+    assert results["noisy"] == (True if True in flags else None if None in flags else False)
 
 
 def test_step_durations_come_back_from_running_means():
