@@ -177,6 +177,11 @@ class SceneOptions:
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
 
+    def rendering(self) -> dict:
+        """How the images were rendered, where it differs from point sampling: a key of the metadata file
+        (only then, so that the embedded scenes stay byte for byte as they were)."""
+        return {"pixel_samples": self.pixel_samples} if self.pixel_samples > 1 else {}
+
 
 def _orbit_pose(
     rng: np.random.Generator, radius: tuple[float, float], elevation: tuple[float, float], target=(0.0, 0.0, 0.0)
@@ -295,7 +300,8 @@ def write_blender_like(opts: BlenderScene, splits: dict[str, int], timed: bool, 
                         _save_mesh(out / "gt" / f"mesh_test_{index}.ply", scene.combined_mesh())
                 frames.append(frame)
                 progress.advance(task)
-            _write_json(out / f"transforms_{split}.json", {"camera_angle_x": opts.camera_angle_x, "frames": frames})
+            _write_json(out / f"transforms_{split}.json",
+                        {"camera_angle_x": opts.camera_angle_x, **opts.rendering(), "frames": frames})
     if static_scene is not None:
         _save_mesh(out / "gt" / "mesh.ply", static_scene.combined_mesh())
     return out
@@ -348,6 +354,7 @@ class UnboundedScene(SceneOptions):
                 "k2": 0.0,
                 "p1": 0.0,
                 "p2": 0.0,
+                **self.rendering(),
                 "frames": frames,
                 "train_filenames": train,
                 "val_filenames": test,
@@ -429,6 +436,7 @@ class RGBDScene(SceneOptions):
                     "gt_mesh": "gt/mesh.ply",
                     "gt_sdf": "gt/sdf.npy",
                     "gt_sdf_transform": "gt/sdf_transform.txt",
+                    **self.rendering(),
                 },
             )
             _save_mesh(out / "gt" / "mesh.ply", scene.combined_mesh())

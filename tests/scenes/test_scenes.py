@@ -200,6 +200,13 @@ def test_pixel_samples_one_is_the_point_sampled_scene(tmp_path):
     b = UnboundedScene(output=tmp_path / "b", width=20, height=15, views=2, test_every=2, pixel_samples=1).run()
     c = UnboundedScene(output=tmp_path / "c", width=20, height=15, views=2, test_every=2, pixel_samples=3).run()
     assert _digest(a) == _digest(b) != _digest(c)
+    # the metadata says how the images were made, where they were not point-sampled
+    assert "pixel_samples" not in json.loads((b / "transforms.json").read_text())
+    assert json.loads((c / "transforms.json").read_text())["pixel_samples"] == 3
+    blender = BlenderScene(output=tmp_path / "blender", width=12, height=12, train_views=1, val_views=1, test_views=1,
+                           pixel_samples=2).run()
+    assert all(json.loads((blender / f"transforms_{split}.json").read_text())["pixel_samples"] == 2
+               for split in ("train", "val", "test"))
 
 
 @pytest.mark.parametrize(
