@@ -102,17 +102,28 @@ def ns():
     return run_ns
 
 
-def assert_load_record(load: dict, noisy: bool | None) -> None:
-    """A benchmark's measured load (`MachineLoad.as_dict()`) and its verdict agree."""
-    if load["others_cpu_share"] is None:  # no /proc: not measured, and not called quiet
-        assert noisy is None
-        return
+def load_record_busy(load: dict) -> bool | None:
+    """A benchmark's measured load (`MachineLoad.as_dict()`), checked for sense: busy by its own limit
+    (10% of a core per thread timed, threads counted up to the cores), None where it was not measured."""
+    if load["others_cpu_share"] is None:  # no /proc or no clock tick: not measured, and not called quiet
+        return None
     assert 0 <= load["others_cpu_share"] <= 1 and 0 <= load["steal_share"] <= 1 and load["threads"] >= 1
     in_cores = max(load["others_cpu_share"], load["steal_share"]) * load["cores"]
-    assert noisy == (in_cores > load["busy_above_per_thread"] * load["threads"])
+    return in_cores > load["busy_above_per_thread"] * min(load["threads"], load["cores"])
+
+
+def assert_load_record(load: dict, noisy: bool | None) -> None:
+    """A benchmark's load record and its NOISY verdict agree."""
+    assert load_record_busy(load) == noisy
 
 
 @pytest.fixture(scope="session")
 def check_load():
     """`assert_load_record`: a benchmark's load record is consistent with its NOISY verdict."""
     return assert_load_record
+
+
+@pytest.fixture(scope="session")
+def load_busy():
+    """`load_record_busy`: what a load record says of the machine (True busy, False quiet, None unmeasured)."""
+    return load_record_busy

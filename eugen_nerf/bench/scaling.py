@@ -19,8 +19,10 @@ from eugen_nerf.bench.report import run_scalars
 from eugen_nerf.bench.timing import (
     MachineLoad,
     any_noisy,
+    busiest,
     command_line,
     load_verdict,
+    noisy_mark,
     relative_spread,
     today,
     write_json_results,
@@ -92,6 +94,9 @@ class BenchScaling:
                              f"got {self.steps}")
         if not self.processes or min(self.processes) < 1:
             raise InputError(f"--processes must be 1 or more each, got {self.processes}")
+        for name in ("presets", "twins"):
+            if not getattr(self, name):
+                raise InputError(f"--{name}: name at least one")
         for preset in self.presets:
             load_preset(preset)  # a wrong name is one line before anything trains
         samples: dict[tuple[str, str, int], list[tuple[float, MachineLoad]]] = {}
@@ -105,9 +110,8 @@ class BenchScaling:
                                 rate = self.train(preset, twin, count,
                                                   Path(folder) / f"{preset}-{twin}-{count}-{repeat}")
                             samples.setdefault((preset, twin, count), []).append((rate, load))
-                            noisy = {True: " NOISY (the machine was busy)", False: "", None: ""}[load.busy]
                             self.console.print(f"{preset} {twin} on {count} process(es), run {repeat + 1}: "
-                                               f"{rate:,.0f} rays/s{noisy}")
+                                               f"{rate:,.0f} rays/s{noisy_mark(load.busy)}")
         results = self.summarise(samples)
         self.print_table(results)
         write_json_results(results, self.output, self.console)
@@ -154,6 +158,5 @@ class BenchScaling:
             table.add_row(row["preset"], row["twin"], str(row["processes"]), f"{row['rays_per_second']:,.0f}",
                           spread, f"{row['speed_up_over_one_process']:.2f}")
         self.console.print(table)
-        busiest = max((load for row in results["rows"] for load in row["machine_load"]),  # against its limit
-                      key=lambda load: max(load["others_cpu_share"] or 0, load["steal_share"] or 0) / load["threads"])
-        self.console.print(load_verdict(busiest, results["noisy"]) + " (the busiest run)")
+        loads = [load for row in results["rows"] for load in row["machine_load"]]
+        self.console.print(load_verdict(busiest(loads), results["noisy"]) + " (the busiest run)")

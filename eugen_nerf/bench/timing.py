@@ -96,14 +96,26 @@ class MachineLoad:
 
     @property
     def busy(self) -> bool | None:
-        """None where the load could not be read."""
+        """None where the load could not be read (no /proc, or a block too short for a clock tick)."""
         if self.others is None or self.steal is None:
             return None
-        return max(self.others, self.steal) * (os.cpu_count() or 1) > BUSY_SHARE * self.timed_threads
+        return load_in_limits(self.as_dict()) > 1
 
     def as_dict(self) -> dict:
-        return {"others_cpu_share": self.others, "steal_share": self.steal, "cores": os.cpu_count(),
+        return {"others_cpu_share": self.others, "steal_share": self.steal, "cores": os.cpu_count() or 1,
                 "threads": self.timed_threads, "busy_above_per_thread": BUSY_SHARE}
+
+
+def load_in_limits(load: dict) -> float:
+    """A measured load (`MachineLoad.as_dict()`) over its limit: above 1 is busy. The limit counts the
+    threads timed up to the machine's cores (more threads than cores cannot use more than every core)."""
+    in_cores = max(load["others_cpu_share"] or 0.0, load["steal_share"] or 0.0) * load["cores"]
+    return in_cores / (load["busy_above_per_thread"] * min(load["threads"], load["cores"]))
+
+
+def busiest(loads: list[dict]) -> dict:
+    """Of several timings' loads, the one nearest to (or furthest over) its limit."""
+    return max(loads, key=load_in_limits)
 
 
 def any_noisy(flags) -> bool | None:
@@ -112,10 +124,15 @@ def any_noisy(flags) -> bool | None:
     return True if True in flags else (None if None in flags else False)
 
 
+def noisy_mark(noisy: bool | None) -> str:
+    """A short mark after a timed figure: NOISY where the machine was busy."""
+    return {True: " [yellow]NOISY[/yellow] (the machine was busy)", None: " (load not measured)", False: ""}[noisy]
+
+
 def load_verdict(load: dict, noisy: bool | None) -> str:
     """One console line on a benchmark's measured load (`MachineLoad.as_dict()` and `busy`)."""
     if noisy is None:
-        return "[yellow]machine load not measured[/yellow] (no /proc): check by hand that nothing else ran"
+        return "[yellow]machine load not measured[/yellow]: check by hand that nothing else ran while timing"
     if noisy:
         return (f"[yellow]NOISY[/yellow]: while timing, other processes used {load['others_cpu_share']:.0%} and "
                 f"other machines (steal) {load['steal_share']:.0%} of the {load['cores']} cores (limit: "

@@ -151,6 +151,7 @@ def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, n
 
 def test_bench_scaling_measures_one_and_two_processes(tmp_path, check_load):
     from eugen_nerf.bench.scaling import BenchScaling
+    from eugen_nerf.bench.timing import any_noisy
 
     results = BenchScaling(twins=("eugen",), steps=12, repeats=1, output=tmp_path / "scaling.json").run()
     rows = {row["processes"]: row for row in results["rows"]}
@@ -164,8 +165,7 @@ def test_bench_scaling_measures_one_and_two_processes(tmp_path, check_load):
         (load,) = row["machine_load"]
         assert load["threads"] == row["processes"]
         check_load(load, row["noisy"])
-    flags = [row["noisy"] for row in rows.values()]  # the run's verdict: any busy run; else any unmeasured
-    assert results["noisy"] == (True if True in flags else None if None in flags else False)
+    assert results["noisy"] == any_noisy(row["noisy"] for row in rows.values())
 
 
 def test_step_durations_come_back_from_running_means():
@@ -181,6 +181,7 @@ def test_step_durations_come_back_from_running_means():
     ({"steps": 10}, "--steps must be above 10"),
     ({"processes": (0,)}, "--processes must be 1 or more"),
     ({"presets": ("no-such-preset",)}, "no such preset"),
+    ({"twins": ()}, "--twins: name at least one"),
 ])
 def test_bench_scaling_refuses_bad_flags(flags, message):
     from eugen_nerf.bench.scaling import BenchScaling

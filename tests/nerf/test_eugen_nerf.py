@@ -749,6 +749,30 @@ def test_pixel_refit_of_an_empty_field_stops_without_a_step(tiny_runs):
     assert all(torch.equal(a, b) for a, b in zip(refit.weights(), (density_weights, rgb_weights), strict=True))
 
 
+def test_pixel_refit_takes_a_failed_solve_as_a_rejected_step(tiny_runs, monkeypatch):
+    """Where the damped normal equations cannot be solved at any damping, the heads stay as they were."""
+    from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
+    from eugen_nerf.nerf.commands.distill_run import samples_of, training_rays
+    from eugen_nerf.nerf.engine.runs import eval_setup_of
+
+    _, pipeline, _, _ = eval_setup_of(tiny_runs["dense"], "--load-config")
+    model = pipeline.model
+    cameras = pipeline.datamanager.train_dataset.cameras
+    bundle, _, _ = training_rays(model, cameras, 32, torch.Generator().manual_seed(3))
+    refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+    before = refit.weights()
+    attempts = []
+
+    def failing_solve(matrix, rhs):
+        attempts.append(1)  # a step that would move the heads, reported as failed
+        return torch.ones_like(rhs), torch.tensor(1)
+
+    monkeypatch.setattr(torch.linalg, "solve_ex", failing_solve)
+    report = refit.fit(torch.rand(len(bundle), 3), steps=2)
+    assert attempts and report["steps"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(refit.weights(), before, strict=True))
+
+
 def sphere_teacher(dense_config: Path, output: Path, steps: int = 600) -> Path:
     """A dense run whose fields hold a coloured ball of radius 1 (density 20 inside, 0 outside), regressed
     on the fields' own samples of the training rays in seconds; its config.yml."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from eugen_nerf.bench.timing import load_verdict, noisy_mark
 from eugen_nerf.errors import error_summary
 from eugen_nerf.nerf.engine.runs import load_pipeline
 
@@ -60,7 +61,7 @@ def print_comparison(report: dict, console: Console) -> None:
         table.add_row(name, f"{row['test_psnr']:.2f} dB", ssim, f"{row['parameters']:,}", f"{row['mlp_ms']:.1f}",
                       f"{row['image_ms']:.0f}")
     console.print(table)
-    busy = {True: " [red]NOISY: the machine was busy while timing, not a speed-up to report[/red]",
-            None: " (the machine's load was not measured)", False: ""}[report["noisy"]]
     console.print(f"student - teacher: {report['psnr_difference']:+.2f} dB; speed-up: MLPs "
-                  f"{report['speedup']['mlp']:.2f}x, image {report['speedup']['image']:.2f}x{busy}")
+                  f"{report['speedup']['mlp']:.2f}x, image {report['speedup']['image']:.2f}x"
+                  f"{noisy_mark(report['noisy'])}")
+    console.print(load_verdict(report["machine_load"], report["noisy"]))
