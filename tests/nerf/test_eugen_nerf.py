@@ -685,20 +685,25 @@ def test_distill_finetuning_changes_the_student_and_lowers_its_loss(tiny_runs, t
                 finetune_lr=1e3, soft_normalize=False).run()
 
 
-def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
-    """Its normal equations are those of the renders' Jacobian with respect to the heads (taken here by
-    autograd through the whole render), and from perturbed heads its steps find heads that render the
-    given pixels again (a wrong ray or channel in the Jacobian's rows stalls them)."""
+def pixel_refit_of(config: Path, rays: int):
+    """A run's model, `rays` of its training rays and the pixel refit of its fine field on them."""
     from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
     from eugen_nerf.nerf.commands.distill_run import samples_of, training_rays
     from eugen_nerf.nerf.engine.runs import eval_setup_of
 
-    torch.manual_seed(0)
-    _, pipeline, _, _ = eval_setup_of(tiny_runs["eugen"], "--load-config")
+    _, pipeline, _, _ = eval_setup_of(config, "--load-config")
     model = pipeline.model
-    cameras = pipeline.datamanager.train_dataset.cameras
-    bundle, _, _ = training_rays(model, cameras, 48, torch.Generator().manual_seed(3))
-    refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+    bundle, _, _ = training_rays(model, pipeline.datamanager.train_dataset.cameras, rays,
+                                 torch.Generator().manual_seed(3))
+    return model, bundle, PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+
+
+def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
+    """Its normal equations are those of the renders' Jacobian with respect to the heads (taken here by
+    autograd through the whole render), and from perturbed heads its steps find heads that render the
+    given pixels again (a wrong ray or channel in the Jacobian's rows stalls them)."""
+    torch.manual_seed(0)
+    model, bundle, refit = pixel_refit_of(tiny_runs["eugen"], 48)
     density_weights, rgb_weights = refit.weights()
     with torch.no_grad():  # with the field's own heads it renders what the model renders
         assert torch.allclose(refit.render(density_weights, rgb_weights), model.get_outputs(bundle)["rgb"], atol=1e-5)
@@ -730,15 +735,7 @@ def test_pixel_refit_solves_for_the_heads_behind_given_renders(tiny_runs):
 def test_pixel_refit_of_an_empty_field_stops_without_a_step(tiny_runs):
     """Where every sample is empty, no head weight moves a pixel (a Jacobian of zeros, its normal equations
     singular): the refit leaves the heads as they are instead of failing in the solver."""
-    from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
-    from eugen_nerf.nerf.commands.distill_run import samples_of, training_rays
-    from eugen_nerf.nerf.engine.runs import eval_setup_of
-
-    _, pipeline, _, _ = eval_setup_of(tiny_runs["dense"], "--load-config")
-    model = pipeline.model
-    cameras = pipeline.datamanager.train_dataset.cameras
-    bundle, _, _ = training_rays(model, cameras, 32, torch.Generator().manual_seed(3))
-    refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+    _, bundle, refit = pixel_refit_of(tiny_runs["dense"], 32)
     density_weights, rgb_weights = refit.weights()
     density_weights[:, -1] = -1e4  # the density's bias: softplus is exactly 0, and so is its slope
     refit.set_weights(density_weights, rgb_weights)
@@ -751,15 +748,7 @@ def test_pixel_refit_of_an_empty_field_stops_without_a_step(tiny_runs):
 
 def test_pixel_refit_takes_a_failed_solve_as_a_rejected_step(tiny_runs, monkeypatch):
     """Where the damped normal equations cannot be solved at any damping, the heads stay as they were."""
-    from eugen_nerf.nerf.commands.distill_pixels import PixelRefit
-    from eugen_nerf.nerf.commands.distill_run import samples_of, training_rays
-    from eugen_nerf.nerf.engine.runs import eval_setup_of
-
-    _, pipeline, _, _ = eval_setup_of(tiny_runs["dense"], "--load-config")
-    model = pipeline.model
-    cameras = pipeline.datamanager.train_dataset.cameras
-    bundle, _, _ = training_rays(model, cameras, 32, torch.Generator().manual_seed(3))
-    refit = PixelRefit(model, model.field_fine, samples_of(model, bundle)["field_fine"])
+    _, bundle, refit = pixel_refit_of(tiny_runs["dense"], 32)
     before = refit.weights()
     attempts = []
 
