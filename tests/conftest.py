@@ -112,18 +112,8 @@ def load_record_busy(load: dict) -> bool | None:
     return in_cores > load["busy_above_per_thread"] * min(load["threads"], load["cores"])
 
 
-def assert_load_record(load: dict, noisy: bool | None) -> None:
-    """A benchmark's load record and its NOISY verdict agree."""
-    assert load_record_busy(load) == noisy
-
-
-@pytest.fixture(scope="session")
-def check_load():
-    """`assert_load_record`: a benchmark's load record is consistent with its NOISY verdict."""
-    return assert_load_record
-
-
 @pytest.fixture(scope="session")
 def load_busy():
-    """`load_record_busy`: what a load record says of the machine (True busy, False quiet, None unmeasured)."""
+    """`load_record_busy`: what a load record says of the machine (True busy, False quiet, None unmeasured);
+    a benchmark's `noisy` must equal it."""
     return load_record_busy

@@ -186,7 +186,7 @@ def test_interrupted_run_resumes(tiny_rgbd, tmp_path, monkeypatch):
         tiny_train(tiny_rgbd, tmp_path / "run", layer="dense").run()
 
 
-def test_bench_compares_runs_side_by_side(tiny_rgbd, tmp_path, check_load):
+def test_bench_compares_runs_side_by_side(tiny_rgbd, tmp_path, load_busy):
     for layer in ("dense", "eugen"):
         tiny_train(tiny_rgbd, tmp_path / layer, layer=layer, max_frames=2).run()
     results = IsdfBench(runs=(tmp_path / "dense", tmp_path / "eugen"), points=2048, repeats=1,
@@ -195,7 +195,7 @@ def test_bench_compares_runs_side_by_side(tiny_rgbd, tmp_path, check_load):
     assert set(rows) == {"dense (dense)", "eugen (eugen)"}
     assert all(row["query_points_per_s"] > 0 and np.isfinite(row["sdf_l1"]) for row in rows.values())
     assert json.loads((tmp_path / "bench.json").read_text())["command"].startswith("eugen isdf bench")
-    check_load(results["machine_load"], results["noisy"])
+    assert load_busy(results["machine_load"]) == results["noisy"]
     # timing the training step must not train the runs being compared
     evaluated = IsdfEval(run_dir=tmp_path / "eugen", mesh_resolution=0).run()
     assert rows["eugen (eugen)"]["sdf_l1"] == pytest.approx(evaluated["sdf_l1"], rel=1e-5)

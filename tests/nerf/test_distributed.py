@@ -149,7 +149,7 @@ def test_ns_train_on_two_cpu_processes_reports_bad_input_in_one_line(tmp_path, n
     assert last.startswith("error: ") and "no-scene" in last, last
 
 
-def test_bench_scaling_measures_one_and_two_processes(tmp_path, check_load):
+def test_bench_scaling_measures_one_and_two_processes(tmp_path, load_busy):
     from eugen_nerf.bench.scaling import BenchScaling
     from eugen_nerf.bench.timing import any_noisy
 
@@ -164,7 +164,7 @@ def test_bench_scaling_measures_one_and_two_processes(tmp_path, check_load):
     for row in rows.values():  # each run's load, the training processes counted as the benchmark's own
         (load,) = row["machine_load"]
         assert load["threads"] == row["processes"]
-        check_load(load, row["noisy"])
+        assert load_busy(load) == row["noisy"]
     assert results["noisy"] == any_noisy(row["noisy"] for row in rows.values())
 
 

@@ -277,7 +277,7 @@ def test_time_sweep_renders_a_gif(method_runs, tmp_path):
         RenderTimeSweep(load_config=method_runs["eugen_mipnerf360", "eugen"], output=tmp_path).run()
 
 
-def test_bench_times_every_field(method_runs, check_load):
+def test_bench_times_every_field(method_runs, load_busy):
     results = BenchNeRF(load_config=method_runs["eugen_mipnerf360", "eugen"], points=1024, repeats=1).run()
     assert set(results["speedup"]["eugen"]["per_field"]) == {"encodings", "nerf", "proposal_0", "proposal_1"}
     dnerf = BenchNeRF(load_config=method_runs["eugen_dnerf", "eugen"], points=1024, repeats=1).run()
@@ -292,7 +292,7 @@ def test_bench_times_every_field(method_runs, check_load):
     low, high = results["speedup"]["eugen"]["mlp_range"]
     assert low == high == pytest.approx(results["speedup"]["eugen"]["mlp"], rel=1e-3)
     assert dense["mlp_spread"] == eugen["mlp_spread"] == 0.0 and len(dense["mlp_repeats_ms"]) == 1
-    check_load(results["machine_load"], results["noisy"])
+    assert load_busy(results["machine_load"]) == results["noisy"]
 
 
 def test_speed_ranges_and_spread_of_repeats():
@@ -415,6 +415,7 @@ def test_closed_form_contraction_equals_nerfstudios():
 
 def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, tiny_runs, tmp_path, load_busy):
     from eugen_nerf.bench.suite import BenchSuite
+    from eugen_nerf.bench.timing import any_noisy
 
     runs = (*(method_runs[method, layer] for method in METHODS for layer in ("dense", "eugen")),
             tiny_runs["dense"], tiny_runs["eugen"])
@@ -429,8 +430,7 @@ def test_bench_suite_compares_every_method_and_names_missing_runs(method_runs, t
             assert 0 < row["psnr"] < 100 and -1 <= row["ssim"] <= 1 and row["parameters"] > 0 and row["image_ms"] > 0
         # every timing's load is kept (the trained runs', each sweep's); the method is noisy if any was busy
         assert set(entry["machine_load"]) == {"trained runs", "m = 8", "m = 16"}
-        busy = [load_busy(load) for load in entry["machine_load"].values()]
-        assert entry["noisy"] == (True if True in busy else None if None in busy else False)
+        assert entry["noisy"] == any_noisy(load_busy(load) for load in entry["machine_load"].values())
     assert "| eugen-zipnerf | eugen |" in (tmp_path / "suite" / "suite.md").read_text()
     for name in ("suite.json", "speedup_vs_m.png", "psnr_vs_image_time.png"):
         assert (tmp_path / "suite" / name).stat().st_size > 0
